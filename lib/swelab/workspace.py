@@ -1,0 +1,224 @@
+"""Repository mirrors, git worktrees, per-(repo, version) environments, and patch application.
+
+One bare mirror per repo, one environment per (repo, version) built once and reused, one worktree per
+(instance, patch): what the design card calls batching by environment, not by instance.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from swelab.diffs import UnsafePatchError, check_patch_safe, patch_paths
+
+DEFAULT_SOURCE = "https://github.com/{repo}.git"
+# The official harness's fallbacks, in its order (swebench.harness.run_evaluation GIT_APPLY_CMDS).
+APPLY_COMMANDS = (
+    ["git", "apply", "--verbose"],
+    ["git", "apply", "--verbose", "--reject"],
+    ["patch", "--batch", "--fuzz=5", "-p1", "-i"],
+)
+# What a test process may see of our environment: nothing that could hold a secret.
+SAFE_ENV_KEYS = ("LANG", "LC_ALL", "TZ", "TERM")
+# A row may ask for the plain pure-Python environment (what the bundled tasks use) with env_recipe.
+PYTEST_VENV = "pytest-venv"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SWELAB_CACHE", Path.home() / ".cache" / "swelab"))
+
+
+class WorkspaceError(RuntimeError):
+    """A repository, worktree or environment that could not be prepared."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: bool
+    method: str | None
+    log: str
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A Python environment for one (repo, version): its interpreter's bin dir goes first on PATH."""
+
+    key: str
+    path: Path
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.path / "bin"
+
+    def process_env(self, home: Path) -> dict[str, str]:
+        env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
+        env.update(
+            PATH=f"{self.bin_dir}{os.pathsep}/usr/local/bin{os.pathsep}/usr/bin{os.pathsep}/bin",
+            VIRTUAL_ENV=str(self.path),
+            HOME=str(home),
+            PYTHONDONTWRITEBYTECODE="1",
+            GIT_CONFIG_NOSYSTEM="1",
+        )
+        return env
+
+
+def git(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise WorkspaceError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
+    return result
+
+
+class Workspace:
+    """Shared by generation and evaluation; safe to use from many threads at once."""
+
+    def __init__(self, cache_dir: Path | None = None, repo_sources: dict | None = None):
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.repo_sources = dict(repo_sources or {})
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.builds = {"mirrors": 0, "environments": 0}
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    # -- repositories -------------------------------------------------------------------------------
+    def source_for(self, repo: str) -> str:
+        if repo in self.repo_sources:
+            return str(self.repo_sources[repo])
+        if repo.startswith("minibench/"):
+            from swelab import minibench
+
+            return str(minibench.repo_source(repo, self.cache_dir))
+        return DEFAULT_SOURCE.format(repo=repo)
+
+    def mirror(self, repo: str) -> Path:
+        """A bare mirror of the repo, cloned once and reused."""
+        path = self.cache_dir / "mirrors" / (repo.replace("/", "__") + ".git")
+        with self._lock(f"mirror:{repo}"):
+            if not (path / "HEAD").exists():
+                source = self.source_for(repo)
+                tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                git("clone", "--quiet", "--bare", source, str(tmp))
+                os.replace(tmp, path)
+                self.builds["mirrors"] += 1
+        return path
+
+    def ensure_commit(self, repo: str, commit: str) -> Path:
+        mirror = self.mirror(repo)
+        if git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror, check=False).returncode != 0:
+            with self._lock(f"mirror:{repo}"):
+                git("fetch", "--quiet", self.source_for(repo), commit, cwd=mirror, check=False)
+            if git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror, check=False).returncode != 0:
+                raise WorkspaceError(f"{repo}: commit {commit} not found in {self.source_for(repo)}")
+        return mirror
+
+    @contextmanager
+    def worktree(self, instance: dict) -> Iterator[Path]:
+        """A fresh detached worktree at the instance's base commit, removed afterwards."""
+        mirror = self.ensure_commit(instance["repo"], instance["base_commit"])
+        path = self.cache_dir / "worktrees" / f"{instance['instance_id']}-{uuid.uuid4().hex[:8]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(f"worktrees:{instance['repo']}"):  # git's worktree list is not safe to edit concurrently
+            git("worktree", "add", "--quiet", "--detach", str(path), instance["base_commit"], cwd=mirror)
+        try:
+            yield path
+        finally:
+            with self._lock(f"worktrees:{instance['repo']}"):
+                git("worktree", "remove", "--force", str(path), cwd=mirror, check=False)
+                git("worktree", "prune", cwd=mirror, check=False)
+            shutil.rmtree(path, ignore_errors=True)
+
+    # -- environments -------------------------------------------------------------------------------
+    def environment(self, instance: dict) -> Environment:
+        """One environment per (repo, version), built the first time it is asked for."""
+        key = f"{instance['repo'].replace('/', '__')}__{instance['version']}"
+        path = self.cache_dir / "envs" / key
+        with self._lock(f"env:{key}"):
+            if not (path / ".swelab-ready").exists():
+                build_environment(instance, path, self)
+                (path / ".swelab-ready").write_text("ok\n")
+                self.builds["environments"] += 1
+        return Environment(key=key, path=path)
+
+
+def build_environment(instance: dict, path: Path, workspace: Workspace) -> None:
+    """Bundled tasks are pure Python with pytest: a venv that borrows the workbench's pytest, so the demo
+    needs no network. Real repositories get their recipe from swelab.recipes."""
+    shutil.rmtree(path, ignore_errors=True)
+    if instance["repo"].startswith("minibench/") or instance.get("env_recipe") == PYTEST_VENV:
+        _pytest_venv(path)
+        return
+    try:
+        from swelab import recipes
+    except ImportError as exc:
+        raise WorkspaceError(f"{instance['instance_id']}: no environment recipe module for {instance['repo']}") from exc
+    recipes.build_environment(instance, path, workspace)
+
+
+def _pytest_venv(path: Path) -> None:
+    import pytest
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True)
+    site = next(path.glob("lib/python*/site-packages"))
+    pytest_home = Path(pytest.__file__).resolve().parent.parent
+    (site / "swelab-pytest.pth").write_text(f"{pytest_home}\n")
+
+
+# -- patches ----------------------------------------------------------------------------------------
+def apply_patch(worktree: Path, patch: str) -> ApplyResult:
+    """Apply with the official fallbacks; a patch escaping the repo is refused before any command runs."""
+    try:
+        check_patch_safe(patch)
+        _check_no_symlink_escape(worktree, patch)
+    except UnsafePatchError as exc:
+        return ApplyResult(False, None, f"refused: {exc}")
+    patch_file = worktree.parent / f".{worktree.name}.model.diff"
+    patch_file.write_text(patch if patch.endswith("\n") else patch + "\n")
+    logs = []
+    try:
+        for command in APPLY_COMMANDS:
+            result = subprocess.run([*command, str(patch_file)], cwd=worktree, capture_output=True, text=True)
+            logs.append(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}")
+            if result.returncode == 0:
+                return ApplyResult(True, " ".join(command), "\n".join(logs))
+            git("checkout", "--", ".", cwd=worktree, check=False)  # undo a partial apply before the next try
+            git("clean", "-fdq", cwd=worktree, check=False)
+    finally:
+        patch_file.unlink(missing_ok=True)
+    return ApplyResult(False, None, "\n".join(logs))
+
+
+def check_apply(worktree: Path, patch: str) -> tuple[bool, str]:
+    """`git apply --check`: would this patch apply cleanly here? Safety first."""
+    try:
+        check_patch_safe(patch)
+        _check_no_symlink_escape(worktree, patch)
+    except UnsafePatchError as exc:
+        return False, f"refused: {exc}"
+    result = subprocess.run(
+        ["git", "apply", "--check", "-"],
+        cwd=worktree,
+        input=patch if patch.endswith("\n") else patch + "\n",
+        capture_output=True,
+        text=True,
+    )
+    return result.returncode == 0, (result.stdout + result.stderr).strip()
+
+
+def _check_no_symlink_escape(worktree: Path, patch: str) -> None:
+    root = worktree.resolve()
+    for path in patch_paths(patch):
+        target = (worktree / path).resolve()
+        if target != root and root not in target.parents:
+            raise UnsafePatchError(f"path {path} resolves outside the repository through a symlink")
