@@ -93,3 +93,43 @@ def test_run_report_has_the_official_shape(tmp_path, toy_repo):
     assert report["schema_version"] == 2
     assert report["unresolved_ids"] == ["toy__toy-1"] and report["empty_patch_ids"] == ["toy__toy-1"]
     assert summary["resolved_instances"] == 0 and report["label"] == "official grading, local environment"
+
+
+def test_tests_that_hang_are_killed_and_graded_unresolved(workspace, toy_repo):
+    _, instance = toy_repo
+    hang = dict(instance, eval_script=instance["eval_script"].replace(
+        "python -m pytest", "sleep 600; python -m pytest"))
+    verdict = evaluate_local(hang, instance["patch"], workspace, timeout_s=2)
+    assert not verdict.resolved and ">>>>> Tests Timed Out" in verdict.log
+
+
+def test_tests_cannot_reach_the_network_outside_loopback(workspace, toy_repo):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from swelab.evaluate import _can_unshare_net
+
+    if not _can_unshare_net():
+        pytest.skip("this machine cannot create a network namespace (needs root or user namespaces)")
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    probe = (f"python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/x', timeout=3)\" "
+             "&& echo REACHED || echo BLOCKED")
+    _, instance = toy_repo
+    script = instance["eval_script"].replace("python -m pytest", f"{probe}; python -m pytest")
+    verdict = evaluate_local(dict(instance, eval_script=script), instance["patch"], workspace)
+    server.shutdown()
+    printed = [line.strip() for line in verdict.log.splitlines()]
+    assert hits == [] and "BLOCKED" in printed and "REACHED" not in printed

@@ -1,0 +1,30 @@
+"""The `swelab` command line: bad params stop with one line naming the file and the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from swelab.cli import main
+
+
+def test_bad_params_exit_2_with_file_and_field(tmp_path, capsys):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "params").mkdir()
+    bad = tmp_path / "params" / "bad.yaml"
+    bad.write_text("models:\n  - {name: gold, kind: golden}\n")
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"swelab: {bad}: field 'models[0].kind': must be one of gold, empty, patch, shell, " \
+                  "mini-swe-agent, import, got 'golden'"
+
+
+def test_missing_params_file_is_named(capsys):
+    assert main(["run", "params/does-not-exist.yaml"]) == 2
+    assert "params/does-not-exist.yaml" in capsys.readouterr().err
+
+
+def test_unknown_stage_is_refused():
+    result = subprocess.run([sys.executable, "-m", "swelab.cli", "run", "params/demo.yaml", "--stages", "05_x"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown stage 05_x" in result.stderr
