@@ -6,6 +6,7 @@ One bare mirror per repo, one environment per (repo, version) built once and reu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +54,7 @@ class Environment:
 
     key: str
     path: Path
+    variables: tuple[tuple[str, str], ...] = ()  # what the recipe wants set for every command
 
     @property
     def bin_dir(self) -> Path:
@@ -67,6 +69,7 @@ class Environment:
             PYTHONDONTWRITEBYTECODE="1",
             GIT_CONFIG_NOSYSTEM="1",
         )
+        env.update(self.variables)
         return env
 
 
@@ -149,7 +152,9 @@ class Workspace:
                 build_environment(instance, path, self)
                 (path / ".swelab-ready").write_text("ok\n")
                 self.builds["environments"] += 1
-        return Environment(key=key, path=path)
+        variables_file = path / "swelab-env.json"
+        variables = json.loads(variables_file.read_text()) if variables_file.exists() else {}
+        return Environment(key=key, path=path, variables=tuple(sorted(variables.items())))
 
 
 def build_environment(instance: dict, path: Path, workspace: Workspace) -> None:
@@ -173,6 +178,9 @@ def _pytest_venv(path: Path) -> None:
     site = next(path.glob("lib/python*/site-packages"))
     pytest_home = Path(pytest.__file__).resolve().parent.parent
     (site / "swelab-pytest.pth").write_text(f"{pytest_home}\n")
+    # The borrowed site-packages holds the workbench's own pytest plugins (nbval…): plain pytest is all the
+    # bundled repos need, and loading those plugins costs seconds per test run.
+    (path / "swelab-env.json").write_text(json.dumps({"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}))
 
 
 # -- patches ----------------------------------------------------------------------------------------
