@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from swelab.evaluate import EvaluationError, VerdictCache, evaluate_local, write_run_report
 from swelab.io import write_json, write_jsonl
 from swelab.workspace import Workspace

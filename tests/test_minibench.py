@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from swebench.harness.grading import get_eval_report
 from swebench.harness.utils import make_test_spec
+from unidiff import PatchSet
+
 from swelab import minibench
 from swelab.minibench.generate import base_row, load_sources, make_eval_script, run_eval_script
-from unidiff import PatchSet
 
 TASKS = minibench.load_tasks()
 SCHEMA_FIELDS = (

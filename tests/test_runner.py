@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+
 from swelab import runner
 from swelab.agents.base import AttemptOutcome
 from swelab.evaluate import evaluate_run

@@ -36,14 +36,38 @@ def run(params_file: str, force: bool = False, stages: tuple[str, ...] = NOTEBOO
             kernel_name="python3",
         )
     if "04_analyze" in stages:
-        from swelab.report import render_report
-
-        report = render_report(params.run_dir)
-        print(f"report: {report}")
-    leaderboard = params.run_dir / "leaderboard.csv"
-    if leaderboard.exists():
-        print(leaderboard.read_text())
+        # report.html itself is written by 04_analyze through swelab.report (self-contained, plotly.js once);
+        # the executed notebook is also exported without its code, for readers who want the notebook view.
+        export_without_inputs(out_dir / "04_analyze.ipynb")
+        print(f"report: {params.run_dir / 'report.html'}")
+    print_leaderboard(params.run_dir / "leaderboard.csv")
     return params.run_dir
+
+
+SUMMARY_COLUMNS = ("model", "attempted", "attempts", "resolved", "pass@1", "run_failure_rate", "note")
+
+
+def print_leaderboard(path: Path) -> None:
+    """The few columns a reader needs at the end of a run; the full table is in the CSV and the report."""
+    if not path.exists():
+        return
+    import pandas as pd
+
+    board = pd.read_csv(path)
+    pass_k = [c for c in board.columns if c.startswith("pass@") and c[5:].isdigit() and c != "pass@1"]
+    columns = [c for c in (*SUMMARY_COLUMNS[:5], *pass_k, *SUMMARY_COLUMNS[5:]) if c in board.columns]
+    print(board[columns].to_string(index=False))
+
+
+def export_without_inputs(notebook: Path) -> Path:
+    import nbconvert
+    import nbformat
+
+    exporter = nbconvert.HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    from swelab.io import atomic_write_text
+
+    return atomic_write_text(notebook.with_suffix(".html"), body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,8 @@ class ModelConfig:
 
     @property
     def oracle(self) -> bool:
-        return self.kind in ("patch", "shell") and self.context == "oracle"
+        """Saw what a real agent cannot: the gold patch itself, or the files it touches."""
+        return self.kind == "gold" or (self.kind in ("patch", "shell") and self.context == "oracle")
 
 
 @dataclass(frozen=True)
