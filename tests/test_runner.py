@@ -177,3 +177,36 @@ def test_unknown_pinned_instance_is_named(tmp_path, toy_repo, bad):
     params, _ = make_params(tmp_path, toy_repo, extra=f"instances: [{bad}]\n")
     with pytest.raises(DatasetError, match=bad):
         resolve_instances(params)
+
+
+def test_imported_predictions_are_evaluated_beside_generated_ones(tmp_path, toy_repo, cache_dir):
+    _, instance = toy_repo
+    preds = tmp_path / "theirs.jsonl"
+    write_jsonl(preds, [{"instance_id": f"toy__toy-{i}", "model_name_or_path": "theirs",
+                         "model_patch": instance["patch"] if i == 1 else ""} for i in (1, 2, 3)])
+    params, rows = make_params(
+        tmp_path, toy_repo,
+        models=f"  - {{name: gold, kind: gold}}\n  - {{name: theirs, kind: import, options: {{path: {preds}}}}}\n",
+    )
+    runner.generate(params, rows, progress=False)
+    from swelab.instances import write_run_instances
+
+    write_run_instances(params.run_dir, rows)
+    summaries = {s["predictions"]: s for s in evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources),
+                                                          progress=False)}
+    assert summaries["theirs__a1"]["resolved_instances"] == 1
+    assert read_json(params.run_dir / "cells" / "theirs" / "toy__toy-1" / "1.json")["mode"] == "import"
+
+
+def test_old_schema_rows_without_a_recipe_are_refused_with_a_reason(tmp_path, toy_repo, cache_dir):
+    params, rows = make_params(tmp_path, toy_repo, models="  - {name: gold, kind: gold}\n")
+    old = [{k: v for k, v in row.items() if k not in ("eval_script", "image", "log_parser", "eval_type",
+                                                        "env_recipe")} for row in rows]
+    runner.generate(params, old, progress=False)
+    from swelab.instances import write_run_instances
+
+    write_run_instances(params.run_dir, old)
+    summary = evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources), progress=False)[0]
+    report = read_json(params.run_dir / "eval" / "gold__a1" / "report.json")
+    assert summary["completed_instances"] == 0
+    assert "no local recipe for toy/toy" in report["unsupported"]["toy__toy-1"]

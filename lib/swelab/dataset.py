@@ -122,9 +122,7 @@ def validate_row(row: dict, source: str) -> None:
                     f"{source}: instance {row['instance_id']} field {field} is not a JSON list ({exc.msg})"
                 ) from exc
             if not isinstance(parsed, list):
-                raise DatasetError(
-                    f"{source}: instance {row['instance_id']} field {field} is not a JSON list"
-                )
+                raise DatasetError(f"{source}: instance {row['instance_id']} field {field} is not a JSON list")
 
 
 def test_lists(row: dict) -> tuple[list[str], list[str]]:
@@ -175,9 +173,7 @@ def _load_hub(name: str, split: str, revision: str | None) -> list[dict]:
     try:
         ds = datasets.load_dataset(name, split=split, revision=revision)
     except Exception as exc:  # the hub raises many types; one clear line is what a researcher needs
-        raise DatasetError(
-            f"dataset {name} (split {split}, revision {revision}): cannot load: {exc}"
-        ) from exc
+        raise DatasetError(f"dataset {name} (split {split}, revision {revision}): cannot load: {exc}") from exc
     return [dict(row) for row in ds]
 
 

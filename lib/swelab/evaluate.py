@@ -186,6 +186,9 @@ def evaluate_run(
     workspace = workspace or Workspace(repo_sources=params.repo_sources)
     instances = {row["instance_id"]: row for row in read_jsonl(run_dir / "instances.jsonl")}
     cache = VerdictCache(workspace.cache_dir / "verdicts")
+    refused = unsupported_instances(instances.values())
+    for iid, reason in refused.items():
+        print(f"evaluation: {iid} cannot be evaluated locally: {reason}")
     jobs = []
     for predictions in prediction_files(run_dir):
         for prediction in read_jsonl(predictions):
@@ -193,7 +196,7 @@ def evaluate_run(
             if iid not in instances:
                 raise EvaluationError(f"{predictions}: instance {iid} is not part of this run")
             out_dir = run_dir / "eval" / predictions.stem / iid
-            if (out_dir / "report.json").exists() and not params.force:
+            if iid in refused or ((out_dir / "report.json").exists() and not params.force):
                 continue
             jobs.append((predictions.stem, instances[iid], prediction, out_dir))
 
@@ -221,10 +224,26 @@ def evaluate_run(
 
             iterator = tqdm(iterator, total=len(jobs), desc="evaluate")
         list(iterator)
-    summaries = [write_run_report(run_dir, predictions, instances) for predictions in prediction_files(run_dir)]
+    summaries = [
+        write_run_report(run_dir, predictions, instances, refused) for predictions in prediction_files(run_dir)
+    ]
     for summary in summaries:
         summary["seconds"] = round(time.monotonic() - started, 2)
     return summaries
+
+
+def unsupported_instances(instances) -> dict[str, str]:
+    """Old-schema rows whose (repo, version) has no local recipe: refused up front, with the reason."""
+    refused = {}
+    for row in instances:
+        if all(row.get(field) for field in GRADING_FIELDS) or row.get("env_recipe"):
+            continue
+        from swelab import recipes
+
+        ok, reason = recipes.supported(row)
+        if not ok:
+            refused[row["instance_id"]] = reason
+    return refused
 
 
 def choose_backend(params) -> str:
@@ -241,7 +260,7 @@ def choose_backend(params) -> str:
     return params.eval_backend
 
 
-def write_run_report(run_dir: Path, predictions_path: Path, instances: dict) -> dict:
+def write_run_report(run_dir: Path, predictions_path: Path, instances: dict, refused: dict | None = None) -> dict:
     """The official harness's run report (schema_version 2) for one predictions file."""
     predictions = {p["instance_id"]: p for p in read_jsonl(predictions_path)}
     eval_dir = run_dir / "eval" / predictions_path.stem
@@ -272,6 +291,7 @@ def write_run_report(run_dir: Path, predictions_path: Path, instances: dict) -> 
         "resolved_ids": sorted(resolved),
         "unresolved_ids": sorted(unresolved),
         "error_ids": sorted(errors),
+        "unsupported": dict(sorted((refused or {}).items())),
         "schema_version": 2,
         "evaluation_backend": "local",
         "label": LOCAL_LABEL,

@@ -44,6 +44,11 @@ def resolve_instances(params: RunParams, rows: list[dict] | None = None) -> list
             source = str(params.resolve_path(source))
         rows = load_instances(source, params.dataset.split, params.dataset.revision)
     wanted = instance_ids_from(params)
+    if wanted is None and params.selection:
+        from swelab import select
+
+        chosen = select.select_instances(rows, params.selection, params.selection_seed)
+        return select.rows_for_ids(rows, chosen.ids, "selection")
     if wanted is None:
         return rows
     by_id = {row["instance_id"]: row for row in rows}

@@ -105,6 +105,10 @@ def generate(
 
                 iterator = tqdm(iterator, total=len(todo), desc="generate")
             statuses = list(iterator)
+    if any(m.kind == "import" for m in params.models):
+        from swelab.imports import import_for_params
+
+        import_for_params(params, instances, run_dir)
     write_predictions(params, instances, run_dir)
     counts = {status: statuses.count(status) for status in sorted(set(statuses))}
     return {"planned": len(cells), "reused": reused, "ran": len(todo), "by_status": counts, "skipped_models": gone}
@@ -163,7 +167,7 @@ def write_predictions(params: RunParams, instances: list[dict], run_dir: Path) -
     written = []
     for model in params.models:
         if model.kind == "import":
-            continue
+            continue  # swelab.imports writes those predictions files itself
         for attempt in range(1, params.attempts + 1):
             rows = []
             for instance in instances:
@@ -230,12 +234,8 @@ def write_manifest(params: RunParams, instances: list[dict], run_dir: Path | Non
         "params_file": params.source_file,
         "params": params.resolved(),
         "instance_ids": [row["instance_id"] for row in instances],
-        "dataset": {
-            "source": params.dataset.source,
-            "split": params.dataset.split,
-            "revision": params.dataset.revision,
-            "fingerprint": dataset.fingerprint(instances),
-        },
+        "dataset": dataset.dataset_info(params.dataset.source, params.dataset.revision, instances,
+                                        params.dataset.split),
         "seeds": {"selection_seed": params.selection_seed, "models": {m.name: m.seed for m in params.models}},
         "packages": package_versions(),
         "project": project_commit(Path(params.project_root)),

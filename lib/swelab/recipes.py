@@ -1,0 +1,311 @@
+"""Environment recipes for old-schema SWE-bench rows, so the local backend can run real repos without Docker.
+
+swebench 5.x grades from fields each row carries (image, eval_script, log_parser, eval_type) and dropped
+the per-(repo, version) install specs that 4.x kept in `MAP_REPO_VERSION_TO_SPECS`. Rows in the original
+schema (e.g. ../shared/data/) lack those fields. For the pairs below we transcribed the 4.1.0 specs
+(swebench/harness/constants/python.py: SPECS_REQUESTS, SPECS_FLASK, TEST_PYTEST, MAP_REPO_TO_REQS_PATHS;
+log parsers from harness/log_parsers/python.py) and rebuild an official-shaped eval script (4.x
+make_eval_script_list_py): reset the test files, apply the test patch, the test command between the
+official markers, reset again. Anything else is refused by `supported` with a reason.
+
+Two targets: "local" (our backend: runs in the worktree with the environment's bin first on PATH, the
+worktree put on PYTHONPATH so the tests import the patched code, no conda) and "docker" (the official
+image layout: /testbed and the conda env "testbed").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unidiff import PatchSet
+
+START_TEST_OUTPUT = ">>>>> Start Test Output"  # swebench.harness.constants
+END_TEST_OUTPUT = ">>>>> End Test Output"
+HEREDOC = "EOF_114329324912"  # the delimiter 4.x used for the test patch
+NON_TEST_EXTS = (".json", ".png", "csv", ".txt", ".md", ".jpg", ".jpeg", ".pkl", ".yml", ".yaml", ".toml")
+TEST_PYTEST = "pytest -rA"  # 4.1.0 defines TEST_PYTEST twice; the second, effective value is this one
+
+
+@dataclass(frozen=True)
+class Recipe:
+    python: str
+    install: str
+    test_cmd: str
+    log_parser: str
+    packages: tuple[str, ...] = ()  # 4.x "packages" when it is a package list (conda create ... <packages>)
+    requirements: bool = False  # 4.x "packages: requirements.txt": read from the env setup commit
+    pip_packages: tuple[str, ...] = ()
+    pythonpath: str = "."  # where the tests import the package from, relative to the worktree (local target)
+    eval_type: str = "pass_and_fail"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+_FLASK_PINS_3_9 = (
+    "setuptools==70.0.0",
+    "Werkzeug==2.3.7",
+    "Jinja2==3.0.1",
+    "itsdangerous==2.1.2",
+    "click==8.0.1",
+    "MarkupSafe==2.1.3",
+)
+_FLASK_PINS = (
+    "setuptools==70.0.0",
+    "click==8.1.3",
+    "itsdangerous==2.1.2",
+    "Jinja2==3.1.2",
+    "MarkupSafe==2.1.1",
+    "Werkzeug==2.3.7",
+)
+REQS_PATHS = {"pallets/flask": ("requirements/dev.txt",)}
+
+RECIPES: dict[tuple[str, str], Recipe] = {}
+for _v in (
+    "0.7 0.8 0.9 0.11 0.13 0.14 1.1 1.2 2.0 2.2 2.3 2.4 2.5 2.7 2.8 2.9 2.10 2.11 2.12 2.17 "
+    "2.18 2.19 2.22 2.26 2.25 2.27 2.31 3.0"
+).split():
+    RECIPES[("psf/requests", _v)] = Recipe(
+        python="3.9",
+        packages=("pytest",),
+        install="python -m pip install .",
+        test_cmd=TEST_PYTEST,
+        log_parser="parse_log_requests",
+    )
+RECIPES[("pallets/flask", "2.0")] = Recipe(
+    python="3.9",
+    requirements=True,
+    install="python -m pip install -e .",
+    pip_packages=_FLASK_PINS_3_9,
+    test_cmd=TEST_PYTEST,
+    log_parser="parse_log_flask",
+    pythonpath="src",
+)
+RECIPES[("pallets/flask", "2.1")] = Recipe(
+    python="3.10",
+    requirements=True,
+    install="python -m pip install -e .",
+    pip_packages=_FLASK_PINS,
+    test_cmd=TEST_PYTEST,
+    log_parser="parse_log_flask",
+    pythonpath="src",
+)
+for _v in ("2.2", "2.3", "3.0", "3.1"):
+    RECIPES[("pallets/flask", _v)] = Recipe(
+        python="3.11",
+        requirements=True,
+        install="python -m pip install -e .",
+        pip_packages=_FLASK_PINS,
+        test_cmd=TEST_PYTEST,
+        log_parser="parse_log_flask",
+        pythonpath="src",
+    )
+
+
+class RecipeError(RuntimeError):
+    """No recipe for a row, or an environment that could not be built; the message names the instance."""
+
+
+def recipe_for(row: dict) -> Recipe:
+    recipe = RECIPES.get((row["repo"], str(row["version"])))
+    if recipe is None:
+        ok, reason = supported(row, check_python=False)
+        raise RecipeError(f"{row['instance_id']}: {reason}")
+    return recipe
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter for `version`: $SWELAB_PYTHON_3_9 style override, else python3.9 on PATH."""
+    override = os.environ.get(f"SWELAB_PYTHON_{version.replace('.', '_')}")
+    if override:
+        return override if Path(override).exists() else None
+    return shutil.which(f"python{version}")
+
+
+def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
+    """(True, "") when the local backend can build this row's environment, else (False, why not)."""
+    key = (row["repo"], str(row["version"]))
+    if key not in RECIPES:
+        repos = sorted({repo for repo, _ in RECIPES})
+        if row["repo"] not in repos:
+            return False, (
+                f"no local recipe for {row['repo']} (local recipes: {', '.join(repos)}); "
+                "use the Docker harness or a 5.x dataset row with its own eval_script"
+            )
+        versions = sorted(v for repo, v in RECIPES if repo == row["repo"])
+        return False, f"no local recipe for {row['repo']} version {row['version']} (have {', '.join(versions)})"
+    if check_python:
+        python = RECIPES[key].python
+        if find_python(python) is None:
+            return False, (
+                f"{row['repo']} {row['version']} needs Python {python}: no python{python} on PATH "
+                f"(install it or set SWELAB_PYTHON_{python.replace('.', '_')})"
+            )
+    return True, ""
+
+
+# ---------------------------------------------------------------- eval scripts
+
+
+def modified_files(patch: str) -> list[str]:
+    """Files the patch changes that exist before it (4.x get_modified_files)."""
+    return [f.source_file[2:] for f in PatchSet(patch) if f.source_file.startswith("a/")]
+
+
+def test_directives(row: dict) -> list[str]:
+    """The test files the test patch touches, minus data files (4.x get_test_directives, non-django)."""
+    paths = re.findall(r"diff --git a/.* b/(.*)", row["test_patch"])
+    return [p for p in paths if not any(p.endswith(ext) for ext in NON_TEST_EXTS)]
+
+
+def eval_script_for(row: dict, target: str = "local") -> str:
+    """An eval script in the official shape for this row ("local": our backend; "docker": the image)."""
+    if target not in ("local", "docker"):
+        raise RecipeError(f"{row['instance_id']}: unknown eval script target {target!r}")
+    recipe = recipe_for(row)
+    base = row["base_commit"]
+    test_files = modified_files(row["test_patch"])
+    reset = f"git checkout {base} {' '.join(test_files)}" if test_files else 'echo "No test files to reset"'
+    test_command = " ".join([recipe.test_cmd, *test_directives(row)])
+    if target == "docker":
+        lines = [
+            "source /opt/miniconda3/bin/activate",
+            "conda activate testbed",
+            "cd /testbed",
+            "git config --global --add safe.directory /testbed",
+            "cd /testbed",
+            "git status",
+            "git show",
+            f"git -c core.fileMode=false diff {base}",
+            "source /opt/miniconda3/bin/activate",
+            "conda activate testbed",
+            recipe.install,
+        ]
+    else:
+        # The worktree is the working directory; the shared (repo, version) environment must not be
+        # reinstalled per instance, so the worktree goes first on PYTHONPATH instead of `pip install`.
+        where = '"$PWD"' if recipe.pythonpath == "." else f'"$PWD/{recipe.pythonpath}"'
+        lines = [
+            "git status",
+            "git show --stat",
+            f"git -c core.fileMode=false diff {base}",
+            f"export PYTHONPATH={where}${{PYTHONPATH:+:$PYTHONPATH}}",
+        ]
+    lines += [
+        reset,
+        f"git apply -v - <<'{HEREDOC}'\n{row['test_patch']}\n{HEREDOC}",
+        f": '{START_TEST_OUTPUT}'",
+        test_command,
+        f": '{END_TEST_OUTPUT}'",
+        reset,
+    ]
+    return "\n".join(["#!/bin/bash", "set -uxo pipefail", *lines]) + "\n"
+
+
+def official_image(instance_id: str) -> str:
+    """The published SWE-bench instance image name (swebench 3.x+ naming on Docker Hub)."""
+    return f"swebench/sweb.eval.x86_64.{instance_id.replace('__', '_1776_')}:latest".lower()
+
+
+def with_grading_fields(row: dict, target: str = "local") -> dict:
+    """The row plus image, eval_script, log_parser, eval_type, so make_test_spec and get_eval_report work."""
+    recipe = recipe_for(row)
+    return {
+        **row,
+        "image": row.get("image") or official_image(row["instance_id"]),
+        "eval_script": eval_script_for(row, target),
+        "log_parser": recipe.log_parser,
+        "eval_type": recipe.eval_type,
+    }
+
+
+# ---------------------------------------------------------------- environments
+
+
+def read_requirements(mirror: Path, commit: str, repo: str) -> str:
+    """The repo's requirements at the environment setup commit, read with `git show` (no network),
+    `-r` includes expanded; `-e .`, comments and `.[test` lines dropped (4.x get_requirements_by_commit)."""
+
+    def show(path: str) -> str | None:
+        result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=mirror, capture_output=True, text=True)
+        return result.stdout if result.returncode == 0 else None
+
+    def keep(line: str) -> bool:
+        return bool(line.strip()) and not any(line.strip().startswith(x) for x in ("-e .", "#", ".[test"))
+
+    for path in REQS_PATHS.get(repo, ("requirements.txt",)):
+        text = show(path)
+        if text is not None:
+            break
+    else:
+        raise RecipeError(f"{repo}: no requirements file {REQS_PATHS.get(repo)} at commit {commit}")
+    folder = os.path.dirname(path)
+    included, own = [], []
+    for line in text.splitlines():
+        if line.strip().startswith("-r"):
+            extra = show(os.path.normpath(os.path.join(folder, line.strip()[2:].strip())))
+            included += [x for x in (extra or "").splitlines() if keep(x)]
+        elif keep(line):
+            own.append(line)
+    return "\n".join(included + own) + "\n"
+
+
+def environment_steps(row: dict, python: str, env: Path, requirements_file: Path | None, source: Path) -> list:
+    """The commands that build a row's environment, in order: venv, wheel, packages, requirements, install.
+
+    Each step is (argv, cwd). `source` is a checkout of the environment setup commit (the install command
+    needs the project's metadata; the tests later import the worktree's code via PYTHONPATH).
+    """
+    recipe = recipe_for(row)
+    pip = [str(env / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    steps: list[tuple[list[str], Path | None]] = [([python, "-m", "venv", str(env)], None), ([*pip, "wheel"], None)]
+    if recipe.packages:
+        steps.append(([*pip, *recipe.packages], None))
+    if recipe.pip_packages:
+        steps.append(([*pip, *recipe.pip_packages], None))
+    if recipe.requirements and requirements_file is not None:
+        steps.append(([*pip, "-r", str(requirements_file)], None))
+    install = recipe.install.split()
+    if install[:3] == ["python", "-m", "pip"]:
+        install = [str(env / "bin" / "python"), *install[1:]]
+    steps.append((install, source))
+    return steps
+
+
+Runner = Callable[..., Any]
+
+
+def build_environment(instance: dict, path: Path, workspace: Any, runner: Runner = subprocess.run) -> None:
+    """Build the (repo, version) environment at `path` (called by swelab.workspace, network allowed)."""
+    ok, reason = supported(instance)
+    if not ok:
+        raise RecipeError(f"{instance['instance_id']}: {reason}")
+    recipe = recipe_for(instance)
+    python = find_python(recipe.python)
+    commit = instance.get("environment_setup_commit") or instance["base_commit"]
+    mirror = workspace.ensure_commit(instance["repo"], commit)
+    path = Path(path)
+    # The install command needs the project at the setup commit; it stays inside the environment so an
+    # editable install never points at a deleted folder (the tests import the worktree via PYTHONPATH).
+    source = path / "setup-src"
+    source.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=mirror, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    with tempfile.TemporaryDirectory(prefix="swelab-reqs-") as tmp:
+        requirements = None
+        if recipe.requirements:
+            requirements = Path(tmp) / "requirements.txt"
+            requirements.write_text(read_requirements(mirror, commit, instance["repo"]))
+        for argv, cwd in environment_steps(instance, python, path, requirements, source):
+            result = runner(argv, cwd=cwd, capture_output=True, text=True)
+            if result.returncode != 0:
+                tail = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or [""]
+                raise RecipeError(
+                    f"{instance['instance_id']}: environment step failed: {' '.join(argv)}: {tail[0][:300]}"
+                )

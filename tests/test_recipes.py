@@ -1,0 +1,236 @@
+"""swelab.recipes: support decisions, official-shaped eval scripts that grade through swebench, and the
+environment steps (wheel first, packages, requirements from `git show`, install)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from swebench.harness.grading import get_eval_report
+from swebench.harness.utils import make_test_spec
+
+from swelab import recipes
+from swelab.recipes import RecipeError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "swebench_lite_sample.jsonl"
+
+
+def lite(instance_id: str) -> dict:
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    return next(row for row in rows if row["instance_id"] == instance_id)
+
+
+def test_supported_pairs_and_reasons(monkeypatch):
+    monkeypatch.setattr(recipes, "find_python", lambda version: "/usr/bin/python" + version)
+    assert recipes.supported(lite("psf__requests-2317")) == (True, "")
+    assert recipes.supported(lite("pallets__flask-4992")) == (True, "")
+    ok, reason = recipes.supported(lite("django__django-12908"))
+    assert not ok and "django/django" in reason and "Docker" in reason
+    ok, reason = recipes.supported(dict(lite("pallets__flask-4992"), version="9.9"))
+    assert not ok and "version 9.9" in reason and "2.3" in reason
+    monkeypatch.setattr(recipes, "find_python", lambda version: None)
+    ok, reason = recipes.supported(lite("psf__requests-2317"))
+    assert not ok and "Python 3.9" in reason and "SWELAB_PYTHON_3_9" in reason
+
+
+def test_transcribed_specs_match_swebench_4():
+    # spot checks against swebench 4.1.0 constants/python.py
+    flask = recipes.RECIPES[("pallets/flask", "2.3")]
+    assert flask.python == "3.11" and "Werkzeug==2.3.7" in flask.pip_packages and flask.requirements
+    assert recipes.RECIPES[("pallets/flask", "2.0")].python == "3.9"
+    requests = recipes.RECIPES[("psf/requests", "2.4")]
+    assert (requests.python, requests.install, requests.test_cmd) == ("3.9", "python -m pip install .", "pytest -rA")
+    assert requests.log_parser == "parse_log_requests" and flask.log_parser == "parse_log_flask"
+
+
+def test_with_grading_fields_makes_a_5x_test_spec():
+    row = lite("psf__requests-2317")
+    graded = recipes.with_grading_fields(row)
+    spec = make_test_spec(graded)
+    assert spec.log_parser == "parse_log_requests" and spec.eval_type == "pass_and_fail"
+    script = spec.eval_script
+    assert script.index(">>>>> Start Test Output") < script.index("pytest -rA test_requests.py")
+    assert script.index("pytest -rA test_requests.py") < script.index(">>>>> End Test Output")
+    assert f"git checkout {row['base_commit']} test_requests.py" in script
+    assert row["test_patch"].strip() in script and "/testbed" not in script
+    docker = recipes.eval_script_for(row, target="docker")
+    assert "cd /testbed" in docker and "conda activate testbed" in docker and "python -m pip install ." in docker
+    assert graded["image"] == "swebench/sweb.eval.x86_64.psf_1776_requests-2317:latest"
+    with pytest.raises(RecipeError, match="django__django-12908: no local recipe"):
+        recipes.with_grading_fields(lite("django__django-12908"))
+
+
+def git(*args: str, cwd: Path) -> str:
+    env = dict(
+        os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"
+    )
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def _diff(repo: Path, change) -> str:
+    change(repo)
+    git("add", "-A", cwd=repo)
+    diff = git("diff", "--cached", cwd=repo)
+    git("reset", "-q", "--hard", cwd=repo)
+    return diff
+
+
+@pytest.fixture()
+def swe_repo(tmp_path) -> tuple[Path, dict]:
+    """A git repo and a row in SWE-bench's shape (old schema): a bug, a gold patch, a test patch."""
+    repo = tmp_path / "requests"
+    (repo / "requests").mkdir(parents=True)
+    (repo / "requests" / "__init__.py").write_text("def add(a, b):\n    return a - b\n\n\ndef one():\n    return 1\n")
+    (repo / "test_requests.py").write_text("from requests import one\n\n\ndef test_one():\n    assert one() == 1\n")
+    git("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "base", cwd=repo)
+    base = git("rev-parse", "HEAD", cwd=repo).strip()
+    gold = _diff(
+        repo,
+        lambda r: (r / "requests" / "__init__.py").write_text(
+            "def add(a, b):\n    return a + b\n\n\ndef one():\n    return 1\n"
+        ),
+    )
+    test_patch = _diff(
+        repo,
+        lambda r: (r / "test_requests.py").write_text(
+            "from requests import add, one\n\n\ndef test_one():\n    assert one() == 1\n\n\n"
+            "def test_add():\n    assert add(2, 2) == 4\n"
+        ),
+    )
+    row = {
+        "instance_id": "psf__requests-9999",
+        "repo": "psf/requests",
+        "version": "2.10",
+        "base_commit": base,
+        "environment_setup_commit": base,
+        "patch": gold,
+        "test_patch": test_patch,
+        "problem_statement": "add",
+        "FAIL_TO_PASS": json.dumps(["test_requests.py::test_add"]),
+        "PASS_TO_PASS": json.dumps(["test_requests.py::test_one"]),
+    }
+    return repo, row
+
+
+def _grade(repo: Path, row: dict, model_patch: str, tmp_path: Path) -> dict:
+    if model_patch:
+        (tmp_path / "model.diff").write_text(model_patch)
+        git("apply", str(tmp_path / "model.diff"), cwd=repo)
+    spec = make_test_spec(recipes.with_grading_fields(row))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(["bash", "-c", spec.eval_script], cwd=repo, env=env, capture_output=True, text=True)
+    log = tmp_path / "test_output.txt"
+    log.write_text(out.stdout + out.stderr)
+    # the script resets the test files it touched: only the model patch may remain
+    changed = git("status", "--porcelain", "--untracked-files=no", cwd=repo).split()
+    assert changed == (["M", "requests/__init__.py"] if model_patch else [])
+    git("checkout", "-q", "--", ".", cwd=repo)
+    prediction = {"instance_id": row["instance_id"], "model_name_or_path": "t", "model_patch": model_patch}
+    return get_eval_report(spec, prediction, str(log), include_tests_status=True)[row["instance_id"]]
+
+
+def test_recipe_script_grades_a_real_repo_through_swebench(swe_repo, tmp_path):
+    repo, row = swe_repo
+    gold = _grade(repo, row, row["patch"], tmp_path)
+    assert gold["resolved"] and gold["tests_status"]["FAIL_TO_PASS"]["success"] == ["test_requests.py::test_add"]
+    unpatched = _grade(repo, row, "", tmp_path)
+    assert not unpatched["resolved"] and unpatched["patch_successfully_applied"]
+    assert unpatched["tests_status"]["FAIL_TO_PASS"]["failure"] == ["test_requests.py::test_add"]
+    assert unpatched["tests_status"]["PASS_TO_PASS"]["success"] == ["test_requests.py::test_one"]
+
+
+def test_requirements_come_from_the_setup_commit(tmp_path):
+    repo = tmp_path / "flask"
+    (repo / "requirements").mkdir(parents=True)
+    (repo / "requirements" / "dev.txt").write_text("-r tests.txt\n-e .\n# comment\npre-commit==3.0\n")
+    (repo / "requirements" / "tests.txt").write_text("pytest==7.3.1\n.[test]\n")
+    git("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "setup", cwd=repo)
+    commit = git("rev-parse", "HEAD", cwd=repo).strip()
+    (repo / "requirements" / "dev.txt").write_text("changed-later==1\n")  # the working tree must not matter
+    assert recipes.read_requirements(repo, commit, "pallets/flask") == "pytest==7.3.1\npre-commit==3.0\n"
+    with pytest.raises(RecipeError, match="no requirements file"):
+        recipes.read_requirements(repo, commit, "psf/requests")
+
+
+def test_build_environment_runs_the_steps_in_order(swe_repo, tmp_path, monkeypatch):
+    repo, row = swe_repo
+    row = dict(row, repo="pallets/flask", version="2.3")
+    (repo / "requirements").mkdir()
+    (repo / "requirements" / "dev.txt").write_text("pytest==7.3.1\n")
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "reqs", cwd=repo)
+    row["environment_setup_commit"] = git("rev-parse", "HEAD", cwd=repo).strip()
+    monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
+    seen = []
+
+    def runner(argv, cwd=None, **kwargs):
+        requirements = Path(argv[-1]).read_text() if "-r" in argv else None
+        seen.append((argv, cwd, requirements))
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    workspace = SimpleNamespace(ensure_commit=lambda repo_name, commit: repo)
+    env = tmp_path / "env"
+    recipes.build_environment(row, env, workspace, runner=runner)
+    pips = [argv[argv.index("install") + 1 :] for argv, _, _ in seen if "install" in argv]
+    assert seen[0][0][1:3] == ["-m", "venv"]
+    assert pips[0][-1] == "wheel"  # wheel first
+    assert "Werkzeug==2.3.7" in pips[1]
+    assert [r for _, _, r in seen if r] == ["pytest==7.3.1\n"]
+    assert seen[-1][0][-2:] == ["-e", "."] and seen[-1][1] == env / "setup-src"
+    assert (env / "setup-src" / "requirements" / "dev.txt").exists()
+
+    def failing(argv, cwd=None, **kwargs):
+        return SimpleNamespace(returncode=1, stdout="", stderr="ERROR: no matching distribution for wheel")
+
+    with pytest.raises(RecipeError, match="psf__requests-9999: environment step failed.*no matching distribution"):
+        recipes.build_environment(row, tmp_path / "env2", workspace, runner=failing)
+
+
+def test_local_backend_grades_a_recipe_row_end_to_end(swe_repo, tmp_path, monkeypatch):
+    """Our recipe through swelab.evaluate's local backend: mirror, worktree, environment, eval script,
+    official grading. The environment build is cut to a venv that borrows the workbench's pytest, so the
+    test needs no network; everything else is the real path."""
+    evaluate = pytest.importorskip("swelab.evaluate")
+    workspace_mod = pytest.importorskip("swelab.workspace")
+    repo, row = swe_repo
+    row = dict(row, repo="pallets/flask", version="2.3", instance_id="pallets__flask-9999")
+    monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
+
+    def offline_steps(row, python, env, requirements_file, source):
+        pytest_home = Path(pytest.__file__).resolve().parent.parent
+        script = (
+            "import pathlib, sys; site = next(pathlib.Path(sys.argv[1]).glob('lib/python*/site-packages')); "
+            "(site / 'borrowed.pth').write_text(sys.argv[2] + '\\n'); "
+            "shim = pathlib.Path(sys.argv[1]) / 'bin' / 'pytest'; "
+            'shim.write_text(\'#!/bin/sh\\nexec "$(dirname "$0")/python" -m pytest "$@"\\n\'); shim.chmod(0o755)'
+        )
+        return [
+            ([python, "-m", "venv", "--without-pip", str(env)], None),
+            ([python, "-c", script, str(env), str(pytest_home)], None),
+        ]
+
+    monkeypatch.setattr(recipes, "environment_steps", offline_steps)
+    # flask's recipe imports from src/; this repo keeps its package at the root
+    monkeypatch.setitem(
+        recipes.RECIPES,
+        ("pallets/flask", "2.3"),
+        recipes.Recipe(
+            **{**recipes.RECIPES[("pallets/flask", "2.3")].__dict__, "pythonpath": ".", "requirements": False}
+        ),
+    )
+    workspace = workspace_mod.Workspace(cache_dir=tmp_path / "cache", repo_sources={"pallets/flask": str(repo)})
+    gold = evaluate.evaluate_local(row, row["patch"], workspace, timeout_s=120)
+    assert gold.resolved, gold.log[-2000:]
+    baseline = evaluate.evaluate_local(row, "", workspace, timeout_s=120)
+    assert not baseline.resolved
+    assert baseline.report["tests_status"]["FAIL_TO_PASS"]["failure"] == ["test_requests.py::test_add"]
+    assert workspace.builds["environments"] == 1  # one environment per (repo, version), reused
