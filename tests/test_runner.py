@@ -210,3 +210,37 @@ def test_old_schema_rows_without_a_recipe_are_refused_with_a_reason(tmp_path, to
     report = read_json(params.run_dir / "eval" / "gold__a1" / "report.json")
     assert summary["completed_instances"] == 0
     assert "no local recipe for toy/toy" in report["unsupported"]["toy__toy-1"]
+
+
+class Counting:
+    mode = "patch"
+
+    def __init__(self):
+        self.active = 0
+        self.most = 0
+        self.lock = __import__("threading").Lock()
+
+    def run(self, instance, ctx):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.05)
+        with self.lock:
+            self.active -= 1
+        return AttemptOutcome(status="ok", model_patch="")
+
+
+def test_a_model_subset_and_a_shared_concurrency_limit(tmp_path, toy_repo, cache_dir, monkeypatch):
+    models = (
+        "  - {name: a, kind: patch, provider: local, model_id: m, base_url: 'http://x/v1',"
+        " instances: [toy__toy-2], options: {max_concurrency: 1}}\n"
+        "  - {name: b, kind: shell, provider: local, model_id: m, base_url: 'http://x/v1',"
+        " options: {max_concurrency: 1}}\n"
+    )
+    params, rows = make_params(tmp_path, toy_repo, models=models)
+    agent = Counting()
+    monkeypatch.setattr(runner, "build_agent", lambda model: agent)
+    summary = runner.generate(params, rows, progress=False)
+    assert summary["planned"] == 2 * 1 + 2 * 3  # a: one instance x K=2, b: three x 2
+    assert agent.most == 1  # a and b reach one server: never two requests at once
+    assert [p["instance_id"] for p in read_jsonl(params.run_dir / "predictions" / "a__a1.jsonl")] == ["toy__toy-2"]

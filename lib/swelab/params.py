@@ -64,6 +64,7 @@ class ModelConfig:
     context: str = "bm25"
     context_budget_tokens: int = 6000
     max_steps: int = 30
+    instances: tuple[str, ...] | None = None  # a subset of the run's instances for this model (costly models)
     options: dict = field(default_factory=dict)
 
     @property
@@ -301,6 +302,14 @@ def _model(entry: Any, path: Path, where: str) -> ModelConfig:
             values[key] = _number(entry[key], kind_, minimum, path, f"{where}.{key}")
     if "options" in entry and not isinstance(entry["options"], dict):
         raise ParamsError(path, f"{where}.options", "must be a mapping")
+    if entry.get("instances") is not None:
+        subset = entry["instances"]
+        if not isinstance(subset, list) or not all(isinstance(i, str) for i in subset) or not subset:
+            raise ParamsError(path, f"{where}.instances", "must be a non-empty list of instance ids")
+        values["instances"] = tuple(subset)
+    limit = values.get("options", {}).get("max_concurrency")
+    if limit is not None:
+        _number(limit, int, 1, path, f"{where}.options.max_concurrency")
     return ModelConfig(**values)
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +50,38 @@ def is_finished(path: Path) -> bool:
     return read_json(path).get("status") != "skipped"
 
 
+def model_instances(model: ModelConfig, instances: list[dict]) -> list[dict]:
+    """The run's instances this model attempts: all, or the subset its entry names."""
+    if model.instances is None:
+        return instances
+    known = {row["instance_id"] for row in instances}
+    missing = [iid for iid in model.instances if iid not in known]
+    if missing:
+        raise ValueError(f"model {model.name}: instance {missing[0]} is not part of this run")
+    return [row for row in instances if row["instance_id"] in set(model.instances)]
+
+
 def plan_cells(params: RunParams, instances: list[dict]) -> list[Cell]:
     return [
         Cell(model, instance, attempt)
         for model in params.models
         if model.kind != "import"
-        for instance in instances
+        for instance in model_instances(model, instances)
         for attempt in range(1, params.attempts + 1)
     ]
+
+
+def concurrency_limits(models: dict[str, ModelConfig]) -> dict[str, threading.Semaphore]:
+    """A model served with limited concurrency (the CPU model answers one request at a time) gets a
+    semaphore taken before its attempt's clock starts, so queued attempts never time out waiting.
+    Entries that reach the same endpoint and model share one semaphore."""
+    shared: dict[tuple, threading.Semaphore] = {}
+    limits = {}
+    for name, model in models.items():
+        if model.options.get("max_concurrency"):
+            key = (model.provider, model.model_id, model.base_url)
+            limits[name] = shared.setdefault(key, threading.Semaphore(int(model.options["max_concurrency"])))
+    return limits
 
 
 def generate(
@@ -82,19 +106,21 @@ def generate(
         if any(_needs_local_server(models[c.model.name]) for c in todo):
             models = stack.enter_context(local_model_servers(params.models))
         agents = {name: build_agent(model) for name, model in models.items() if model.kind != "import"}
+        limits = concurrency_limits(models)
 
         def run_one(cell: Cell) -> str:
             model = models[cell.model.name]
-            with lock:
-                reason = gone.get(model.name)
-            if reason:
-                outcome = AttemptOutcome(status="skipped", error=reason, error_kind="model_unavailable")
-                result = _cell_record(cell, model, outcome, "skipped", now_iso(), 0.0)
-            else:
-                result = run_cell(cell, model, agents[model.name], run_dir, params, workspace)
-                if result["status"] == "skipped" and result.get("error_kind") in MODEL_GONE:
-                    with lock:
-                        gone.setdefault(model.name, f"{result['error_kind']}: {result.get('error')}")
+            with limits.get(model.name) or nullcontext():
+                with lock:
+                    reason = gone.get(model.name)
+                if reason:
+                    outcome = AttemptOutcome(status="skipped", error=reason, error_kind="model_unavailable")
+                    result = _cell_record(cell, model, outcome, "skipped", now_iso(), 0.0)
+                else:
+                    result = run_cell(cell, model, agents[model.name], run_dir, params, workspace)
+                    if result["status"] == "skipped" and result.get("error_kind") in MODEL_GONE:
+                        with lock:
+                            gone.setdefault(model.name, f"{result['error_kind']}: {result.get('error')}")
             write_json(cell.path(run_dir), result)
             return result["status"]
 
@@ -170,7 +196,7 @@ def write_predictions(params: RunParams, instances: list[dict], run_dir: Path) -
             continue  # swelab.imports writes those predictions files itself
         for attempt in range(1, params.attempts + 1):
             rows = []
-            for instance in instances:
+            for instance in model_instances(model, instances):
                 path = Cell(model, instance, attempt).path(run_dir)
                 if path.exists():
                     cell = read_json(path)
