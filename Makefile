@@ -11,7 +11,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
-	$(PY) -m pip install --progress-bar on -e ".[dev]"
+	@echo "Installing swelab; the first install compiles llama-cpp-python (about 7 min on 2 cores, cached after)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install --progress-bar on -e ".[dev,local]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (swelab)" >/dev/null
 	@touch $(STAMP)
 

@@ -22,7 +22,7 @@ from swelab.params import ModelConfig, RunParams
 from swelab.workspace import Workspace
 
 # A model that answers this way will not answer the next attempt either: skip the rest, say why.
-MODEL_GONE = ("model_not_found", "unavailable")
+MODEL_GONE = ("model_not_found", "unavailable", "auth")
 PACKAGES = ("swelab", "swebench", "openai", "datasets", "papermill", "pandas", "plotly", "unidiff", "nbval")
 
 
@@ -131,6 +131,7 @@ def generate(
 
                 iterator = tqdm(iterator, total=len(todo), desc="generate")
             statuses = list(iterator)
+    save_router_state(params.models, run_dir)
     if any(m.kind == "import" for m in params.models):
         from swelab.imports import import_for_params
 
@@ -210,6 +211,16 @@ def write_predictions(params: RunParams, instances: list[dict], run_dir: Path) -
             if rows:
                 written.append(write_jsonl(run_dir / "predictions" / f"{model.dirname}__a{attempt}.jsonl", rows))
     return written
+
+
+def save_router_state(models: tuple[ModelConfig, ...], run_dir: Path) -> None:
+    """Through ThunderAgent, keep its per-program view (GET /programs, /profiles) next to the run."""
+    urls = {m.base_url for m in models if m.provider == "thunderagent" and m.base_url}
+    if urls:
+        from swelab.serve import save_thunderagent_state
+
+        for url in sorted(urls):
+            save_thunderagent_state(url, run_dir)
 
 
 def _needs_local_server(model: ModelConfig) -> bool:
