@@ -397,3 +397,11 @@ def render_report(run_dir: str | Path, run_dirs: Iterable[str | Path] = (),
     data = load_run(run_dir, pricing, run_dirs, seed)
     return atomic_write_text(Path(run_dir) / "report.html", render_html(data, build_figures(data)))
 
+
+
+def setup_notebook_plotting() -> None:
+    """Figures in executed notebooks carry plotly.js inline once (offline) besides plotly's own mimetype, so
+    the nbconvert export of a notebook shows its charts too, with no network."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
