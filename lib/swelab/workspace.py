@@ -60,6 +60,17 @@ class Environment:
     def bin_dir(self) -> Path:
         return self.path / "bin"
 
+    def readable_paths(self) -> list[Path]:
+        """Host folders a sandboxed command needs to see to use this environment: the environment itself and
+        any folder its .pth files add (a sandbox may hide them, e.g. under a private /tmp)."""
+        paths = [self.path]
+        for pth in self.path.glob("lib/python*/site-packages/*.pth"):
+            for line in pth.read_text(encoding="utf-8").splitlines():
+                candidate = Path(line.strip())
+                if candidate.is_absolute() and candidate.is_dir():
+                    paths.append(candidate)
+        return paths
+
     def process_env(self, home: Path) -> dict[str, str]:
         env = {key: os.environ[key] for key in SAFE_ENV_KEYS if key in os.environ}
         env.update(

@@ -143,8 +143,9 @@ def prepare_environment(instance: dict, ctx: AttemptContext, model: Any) -> tupl
         return {}, [], f"instance environment unavailable ({type(exc).__name__}: {exc}); using system python"
     bin_dir = Path(environment.path) / "bin"
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-           "VIRTUAL_ENV": str(environment.path)}
-    return env, [Path(environment.path)], None
+           "VIRTUAL_ENV": str(environment.path), **dict(getattr(environment, "variables", ()))}
+    readable = getattr(environment, "readable_paths", None)
+    return env, readable() if readable else [Path(environment.path)], None
 
 
 def usage_from_totals(totals: dict | None) -> dict:
