@@ -170,3 +170,9 @@ def test_leaderboard_v3_without_calls_or_prices() -> None:
     assert board["cost_source"].eq("unknown").all()
     assert board["call_s_p50"].isna().all() and board["call_s_p50"].dtype == "float64"
     assert board.loc["X", "attempt_s_p50"] == 15.0
+
+
+def test_a_model_whose_every_attempt_failed_to_run_says_which_failures() -> None:
+    grid = _attempts([("M", "a-1", 1, "malformed", False, False), ("M", "a-1", 2, "timeout", False, False)])
+    note = metrics.leaderboard_v0(grid).set_index("model").loc["M", "note"]
+    assert note == "nothing resolved: every attempt was a run failure (malformed, timeout)"

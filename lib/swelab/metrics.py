@@ -318,7 +318,11 @@ def _note(row: pd.Series) -> str:
     elif row["fail_skipped"] == 1.0:
         parts.append("skipped (model unavailable): nothing was run")
     elif row["resolved"] == 0:
-        parts.append("all attempts failed to run" if row["run_failure_rate"] == 1.0 else "nothing resolved")
+        if row["run_failure_rate"] == 1.0:
+            kinds = [k for k in ("malformed", "timeout", "provider_error", "error") if row.get(f"fail_{k}", 0) > 0]
+            parts.append(f"nothing resolved: every attempt was a run failure ({', '.join(kinds) or 'see cells'})")
+        else:
+            parts.append("nothing resolved")
     if 0 < row["pending"] < row["attempts"]:
         parts.append(f"{row['pending']} attempt(s) not graded yet")
     if row["oracle"]:
@@ -336,9 +340,10 @@ def leaderboard_v0(attempts: pd.DataFrame, k: int | None = None) -> pd.DataFrame
     board["pass@1"] = pass_at_1(attempts)
     if k > 1:
         board[f"pass@{k}"] = model_pass_at_k(attempts, k)
-    board = board.join(failure_rates(attempts)[["run_failure_rate", "fail_skipped"]])
+    rates = failure_rates(attempts)
+    board = board.join(rates[[c for c in rates.columns if c.startswith("fail_") or c == "run_failure_rate"]])
     board["note"] = board.apply(_note, axis=1)
-    board = board.drop(columns=["run_failure_rate", "fail_skipped"])
+    board = board.drop(columns=[c for c in rates.columns if c in board.columns])
     return board.sort_values(["oracle", "pass@1"], ascending=[True, False], na_position="last").reset_index()
 
 
