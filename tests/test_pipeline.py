@@ -139,3 +139,27 @@ def test_each_attempt_samples_with_its_own_seed(tmp_path, cache_dir):
         runner.generate(params, resolve_instances(params), progress=False)
         seeds = sorted(r["body"]["seed"] for r in server.chat_requests())
     assert seeds == [0, 1, 2]
+
+
+def test_128_concurrent_programs_neither_starve_nor_clash(tmp_path, cache_dir):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "params").mkdir()
+    with FakeOpenAIServer([], default=ok("no diff here", delay=1.0)) as server:
+        path = tmp_path / "params" / "wide.yaml"
+        path.write_text(
+            "name: wide\ndataset: minibench\nattempts: 13\nworkers: 128\n"
+            f"models:\n  - {{name: routed, kind: patch, provider: thunderagent, model_id: m,"
+            f" base_url: '{server.base_url}', options: {{max_retries: 0}}}}\n"
+        )
+        params = load_params(path, environ={})
+        rows = resolve_instances(params)
+        summary = runner.generate(params, rows, progress=False)
+        programs = [r["body"]["program_id"] for r in server.chat_requests()]
+        releases, most = list(server.releases), server.max_in_flight
+    assert summary["ran"] == 130 and summary["by_status"] == {"malformed": 130}
+    assert len(set(programs)) == 130 and sorted(releases) == sorted(programs)
+    assert most > 64, most  # the requests really were in flight together
+    cells = list((params.run_dir / "cells" / "routed").rglob("*.json"))
+    assert len(cells) == 130 and all(json.loads(c.read_text())["status"] == "malformed" for c in cells)
+    lines = [read_jsonl(p) for p in (params.run_dir / "cells" / "routed").rglob("calls.jsonl")]
+    assert len(lines) == 130 and all(len(rows_) == 1 for rows_ in lines)
