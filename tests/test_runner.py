@@ -244,3 +244,20 @@ def test_a_model_subset_and_a_shared_concurrency_limit(tmp_path, toy_repo, cache
     assert summary["planned"] == 2 * 1 + 2 * 3  # a: one instance x K=2, b: three x 2
     assert agent.most == 1  # a and b reach one server: never two requests at once
     assert [p["instance_id"] for p in read_jsonl(params.run_dir / "predictions" / "a__a1.jsonl")] == ["toy__toy-2"]
+
+
+def test_an_instance_that_passes_unpatched_is_flagged_non_discriminating(tmp_path, toy_repo, cache_dir):
+    from swelab.instances import write_run_instances
+    from swelab.report import render_report
+
+    params, rows = make_params(tmp_path, toy_repo)
+    # toy__toy-3 claims test_double as its FAIL_TO_PASS: it already passes at the base commit.
+    rows[2] = dict(rows[2], FAIL_TO_PASS=json.dumps(["tests/test_core.py::test_double"]), PASS_TO_PASS="[]")
+    write_run_instances(params.run_dir, rows)
+    runner.generate(params, rows, progress=False)
+    evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources), progress=False)
+    flags = read_json(params.run_dir / "eval" / "discrimination.json")
+    assert flags["toy__toy-3"]["non_discriminating"] is True
+    assert flags["toy__toy-1"] == {"fail_to_pass_passing_unpatched": [], "non_discriminating": False}
+    html = render_report(params.run_dir).read_text()
+    assert "Non-discriminating instances" in html and "toy__toy-3" in html

@@ -224,12 +224,42 @@ def evaluate_run(
 
             iterator = tqdm(iterator, total=len(jobs), desc="evaluate")
         list(iterator)
+    checked = {iid: row for iid, row in instances.items() if iid not in refused}
+    flags = check_discrimination(checked, workspace, cache, params.eval_timeout_s, params.eval_workers)
+    write_json(run_dir / "eval" / "discrimination.json", flags)
+    for iid, flag in flags.items():
+        if flag["non_discriminating"]:
+            print(f"evaluation: {iid} is non-discriminating: its FAIL_TO_PASS tests pass without any patch")
     summaries = [
         write_run_report(run_dir, predictions, instances, refused) for predictions in prediction_files(run_dir)
     ]
     for summary in summaries:
         summary["seconds"] = round(time.monotonic() - started, 2)
     return summaries
+
+
+def check_discrimination(
+    instances: dict[str, dict], workspace: Workspace, cache: VerdictCache, timeout_s: float, workers: int
+) -> dict[str, dict]:
+    """Grade the no-patch run of every instance (cached, so the empty baseline costs nothing more): an
+    instance whose FAIL_TO_PASS tests already pass unpatched here cannot tell a fix from no fix, and is
+    flagged rather than silently counted."""
+
+    def unpatched(row: dict) -> tuple[str, dict]:
+        verdict = cache.get(row, "")
+        if verdict is None:
+            verdict = evaluate_local(row, "", workspace, timeout_s, "no-patch")
+            cache.put(row, "", verdict)
+        passing = verdict.report.get("tests_status", {}).get("FAIL_TO_PASS", {}).get("success", [])
+        expected = row["FAIL_TO_PASS"]
+        expected = json.loads(expected) if isinstance(expected, str) else expected
+        return row["instance_id"], {
+            "fail_to_pass_passing_unpatched": passing,
+            "non_discriminating": bool(expected) and set(expected) <= set(passing),
+        }
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(pool.map(unpatched, instances.values()))
 
 
 def unsupported_instances(instances) -> dict[str, str]:

@@ -6,6 +6,7 @@ Each figure function takes frames and returns a figure, or a sentence (str) sayi
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -374,6 +375,18 @@ _GLOSSARY = (
     "not a contender.</p>")
 
 
+def _discrimination_warning(run_dir: Path) -> str:
+    """Instances whose FAIL_TO_PASS tests pass with no patch at all cannot tell a fix from no fix: say so."""
+    path = run_dir / "eval" / "discrimination.json"
+    if not path.exists():
+        return ""
+    flagged = sorted(iid for iid, flag in json.loads(path.read_text()).items() if flag.get("non_discriminating"))
+    if not flagged:
+        return ""
+    return ("<p class='warning'><b>Non-discriminating instances</b> (their FAIL_TO_PASS tests pass without any "
+            f"patch in this environment, so resolving them proves nothing): {html.escape(', '.join(flagged))}</p>")
+
+
 def render_html(data: RunData, figs: dict[str, Figure]) -> str:
     """The whole report page: plotly.js embedded once, every figure after it without its own copy."""
     sections = "".join(_section(name, fig) for name, fig in figs.items())
@@ -387,7 +400,7 @@ def render_html(data: RunData, figs: dict[str, Figure]) -> str:
         f"<title>swelab report {html.escape(data.run_dir.name)}</title><style>{_STYLE}</style>"
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
         f"<h1>swelab report: {html.escape(data.run_dir.name)}</h1>{_header(data)}"
-        f"<h2>Leaderboard</h2>{_GLOSSARY}{main}{full}"
+        f"{_discrimination_warning(data.run_dir)}<h2>Leaderboard</h2>{_GLOSSARY}{main}{full}"
         f"<h2>Paired comparison</h2>{_pairs_table(data.attempts, data.leaderboard)}{sections}</body></html>")
 
 
