@@ -60,13 +60,3 @@ def changed_files(patch: str) -> list[str]:
     """Target paths of a well-formed patch, via unidiff (the field's parser)."""
     parsed = unidiff.PatchSet(patch)
     return [f.path for f in parsed]
-
-
-def patch_stats(patch: str) -> dict[str, int]:
-    parsed = unidiff.PatchSet(patch)
-    return {
-        "files": len(parsed),
-        "hunks": sum(len(f) for f in parsed),
-        "added": parsed.added,
-        "removed": parsed.removed,
-    }
