@@ -134,3 +134,13 @@ def test_tests_cannot_reach_the_network_outside_loopback(workspace, toy_repo):
     server.shutdown()
     printed = [line.strip() for line in verdict.log.splitlines()]
     assert hits == [] and "BLOCKED" in printed and "REACHED" not in printed
+
+
+def test_a_cached_environment_from_other_pieces_is_rebuilt_not_trusted(workspace, toy_repo):
+    _, instance = toy_repo
+    env = workspace.environment(instance)
+    (env.path / ".swelab-ready").write_text("pytest-venv /gone/python /gone/site-packages\n")
+    workspace.environment(instance)
+    assert workspace.builds["environments"] == 2
+    workspace.environment(instance)
+    assert workspace.builds["environments"] == 2

@@ -159,13 +159,26 @@ class Workspace:
         key = f"{instance['repo'].replace('/', '__')}__{instance['version']}"
         path = self.cache_dir / "envs" / key
         with self._lock(f"env:{key}"):
-            if not (path / ".swelab-ready").exists():
+            identity = environment_identity(instance)
+            marker = path / ".swelab-ready"
+            # A cached environment is reused only if it was built by the same recipe from the same pieces (a
+            # borrowed pytest that moved, a new interpreter): otherwise it is rebuilt, never trusted stale.
+            if not marker.exists() or marker.read_text() != identity:
                 build_environment(instance, path, self)
-                (path / ".swelab-ready").write_text("ok\n")
+                marker.write_text(identity)
                 self.builds["environments"] += 1
         variables_file = path / "swelab-env.json"
         variables = json.loads(variables_file.read_text()) if variables_file.exists() else {}
         return Environment(key=key, path=path, variables=tuple(sorted(variables.items())))
+
+
+def environment_identity(instance: dict) -> str:
+    """What an environment was built from; a change means a rebuild."""
+    if instance["repo"].startswith("minibench/") or instance.get("env_recipe") == PYTEST_VENV:
+        import pytest
+
+        return f"{PYTEST_VENV} {sys.executable} {Path(pytest.__file__).resolve().parent.parent}\n"
+    return f"recipe {instance['repo']} {instance['version']}\n"
 
 
 def build_environment(instance: dict, path: Path, workspace: Workspace) -> None:
