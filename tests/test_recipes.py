@@ -205,20 +205,7 @@ def test_local_backend_grades_a_recipe_row_end_to_end(swe_repo, tmp_path, monkey
     row = dict(row, repo="pallets/flask", version="2.3", instance_id="pallets__flask-9999")
     monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
 
-    def offline_steps(row, python, env, requirements_file, source):
-        pytest_home = Path(pytest.__file__).resolve().parent.parent
-        script = (
-            "import pathlib, sys; site = next(pathlib.Path(sys.argv[1]).glob('lib/python*/site-packages')); "
-            "(site / 'borrowed.pth').write_text(sys.argv[2] + '\\n'); "
-            "shim = pathlib.Path(sys.argv[1]) / 'bin' / 'pytest'; "
-            'shim.write_text(\'#!/bin/sh\\nexec "$(dirname "$0")/python" -m pytest "$@"\\n\'); shim.chmod(0o755)'
-        )
-        return [
-            ([python, "-m", "venv", "--without-pip", str(env)], None),
-            ([python, "-c", script, str(env), str(pytest_home)], None),
-        ]
-
-    monkeypatch.setattr(recipes, "environment_steps", offline_steps)
+    monkeypatch.setattr(recipes, "environment_steps", _offline_steps)
     # flask's recipe imports from src/; this repo keeps its package at the root
     monkeypatch.setitem(
         recipes.RECIPES,
@@ -234,3 +221,58 @@ def test_local_backend_grades_a_recipe_row_end_to_end(swe_repo, tmp_path, monkey
     assert not baseline.resolved
     assert baseline.report["tests_status"]["FAIL_TO_PASS"]["failure"] == ["test_requests.py::test_add"]
     assert workspace.builds["environments"] == 1  # one environment per (repo, version), reused
+
+
+HTTPBIN_TEST = '''
+import json
+import os
+import urllib.request
+
+
+def test_httpbin():
+    for url in (os.environ["HTTPBIN_URL"] + "get?x=1", "http://httpbin.org/get?x=1"):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert json.loads(response.read())["args"] == {"x": "1"}
+'''
+
+
+def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, tmp_path, monkeypatch):
+    """requests' tests call httpbin: the eval script serves it on 127.0.0.1 inside the test's own network and
+    mount namespaces, with httpbin.org pointed there; the host's /etc/hosts is untouched."""
+    evaluate = pytest.importorskip("swelab.evaluate")
+    from swelab.workspace import Workspace
+
+    if not evaluate._can_unshare_net():
+        pytest.skip("this machine cannot create network and mount namespaces")
+    repo, row = swe_repo
+    (repo / "test_httpbin.py").write_text(HTTPBIN_TEST)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "httpbin test", cwd=repo)
+    row = dict(row, base_commit=git("rev-parse", "HEAD", cwd=repo).strip(),
+               PASS_TO_PASS=json.dumps(["test_requests.py::test_one", "test_httpbin.py::test_httpbin"]))
+    monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
+    monkeypatch.setattr(recipes, "environment_steps", _offline_steps)
+    monkeypatch.setitem(recipes.RECIPES, ("psf/requests", "2.10"), recipes.Recipe(
+        **{**recipes.RECIPES[("psf/requests", "2.10")].__dict__, "test_cmd": "pytest -rA test_httpbin.py"}))
+    workspace = Workspace(cache_dir=tmp_path / "cache", repo_sources={"psf/requests": str(repo)})
+    hosts_before = Path("/etc/hosts").read_text()
+    gold = evaluate.evaluate_local(row, row["patch"], workspace, timeout_s=120)
+    assert gold.resolved, gold.log[-3000:]
+    assert gold.report["tests_status"]["PASS_TO_PASS"]["success"] == [
+        "test_requests.py::test_one", "test_httpbin.py::test_httpbin"]
+    assert Path("/etc/hosts").read_text() == hosts_before
+
+
+def _offline_steps(row, python, env, requirements_file, source):
+    """The environment cut to a venv that borrows the workbench's pytest: no network needed."""
+    pytest_home = Path(pytest.__file__).resolve().parent.parent
+    script = (
+        "import pathlib, sys; site = next(pathlib.Path(sys.argv[1]).glob('lib/python*/site-packages')); "
+        "(site / 'borrowed.pth').write_text(sys.argv[2] + '\\n'); "
+        "shim = pathlib.Path(sys.argv[1]) / 'bin' / 'pytest'; "
+        'shim.write_text(\'#!/bin/sh\\nexec "$(dirname "$0")/python" -m pytest "$@"\\n\'); shim.chmod(0o755)'
+    )
+    return [
+        ([python, "-m", "venv", "--without-pip", str(env)], None),
+        ([python, "-c", script, str(env), str(pytest_home)], None),
+    ]

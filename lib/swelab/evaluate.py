@@ -96,20 +96,31 @@ def run_eval_script(worktree: Path, script: str, env: dict, timeout_s: float) ->
         script_path = handle.name
     command = ["bash", script_path]
     if _can_unshare_net():
-        command = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *command]
+        # Own network namespace (loopback only) and own mount namespace (a stand-in's private /etc/hosts).
+        command = ["unshare", "--net", "--mount", "--", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh",
+                   *command]
     try:
         proc = subprocess.Popen(
             command, cwd=worktree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             out, _ = proc.communicate(timeout=timeout_s)
-            return out.decode("utf-8", errors="replace"), False
+            timed_out = False
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc.pid)
             out, _ = proc.communicate()
-            return out.decode("utf-8", errors="replace"), True
+            timed_out = True
+        _kill_group(proc.pid)  # stand-ins and anything else the tests left running in the background
+        return out.decode("utf-8", errors="replace"), timed_out
     finally:
         Path(script_path).unlink(missing_ok=True)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 _UNSHARE_OK: bool | None = None
@@ -120,7 +131,7 @@ def _can_unshare_net() -> bool:
     if _UNSHARE_OK is None:
         ok = shutil.which("unshare") is not None
         if ok:
-            ok = subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+            ok = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True).returncode == 0
         _UNSHARE_OK = ok
     return _UNSHARE_OK
 

@@ -27,6 +27,8 @@ from typing import Any
 
 from unidiff import PatchSet
 
+from swelab import standins
+
 START_TEST_OUTPUT = ">>>>> Start Test Output"  # swebench.harness.constants
 END_TEST_OUTPUT = ">>>>> End Test Output"
 HEREDOC = "EOF_114329324912"  # the delimiter 4.x used for the test patch
@@ -45,6 +47,7 @@ class Recipe:
     pip_packages: tuple[str, ...] = ()
     pythonpath: str = "."  # where the tests import the package from, relative to the worktree (local target)
     eval_type: str = "pass_and_fail"
+    services: tuple[str, ...] = ()  # network services the tests call, stood in locally (swelab.standins)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -73,6 +76,7 @@ for _v in (
 ).split():
     RECIPES[("psf/requests", _v)] = Recipe(
         python="3.9",
+        services=("httpbin",),  # requests' tests call httpbin: served locally inside the test namespace
         packages=("pytest",),
         install="python -m pip install .",
         test_cmd=TEST_PYTEST,
@@ -200,6 +204,7 @@ def eval_script_for(row: dict, target: str = "local") -> str:
     lines += [
         reset,
         f"git apply -v - <<'{HEREDOC}'\n{row['test_patch']}\n{HEREDOC}",
+        *(standins.service_lines(recipe.services) if target == "local" else []),
         f": '{START_TEST_OUTPUT}'",
         test_command,
         f": '{END_TEST_OUTPUT}'",
