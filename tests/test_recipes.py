@@ -276,3 +276,21 @@ def _offline_steps(row, python, env, requirements_file, source):
         ([python, "-m", "venv", "--without-pip", str(env)], None),
         ([python, "-c", script, str(env), str(pytest_home)], None),
     ]
+
+
+def test_find_python_looks_on_path_then_pyenv(tmp_path, monkeypatch):
+    monkeypatch.delenv("SWELAB_PYTHON_3_9", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    assert recipes.find_python("3.9") is None
+    for patch_level in ("3.9.9", "3.9.18"):
+        exe = tmp_path / "pyenv" / "versions" / patch_level / "bin" / "python3.9"
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    assert recipes.find_python("3.9") == str(tmp_path / "pyenv/versions/3.9.18/bin/python3.9")
+    (tmp_path / "empty-bin").mkdir()
+    on_path = tmp_path / "empty-bin" / "python3.9"
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert recipes.find_python("3.9") == str(on_path)

@@ -125,11 +125,25 @@ def recipe_for(row: dict) -> Recipe:
 
 
 def find_python(version: str) -> str | None:
-    """An interpreter for `version`: $SWELAB_PYTHON_3_9 style override, else python3.9 on PATH."""
+    """An interpreter for `version`: the $SWELAB_PYTHON_3_9-style override, else python3.9 on PATH, else the
+    newest pyenv-installed 3.9.x, else one uv manages (`uv python find`); None when the machine has none."""
     override = os.environ.get(f"SWELAB_PYTHON_{version.replace('.', '_')}")
     if override:
         return override if Path(override).exists() else None
-    return shutil.which(f"python{version}")
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        return on_path
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    installed = sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"),
+                       key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.parent.name)])
+    if installed:
+        return str(installed[-1])
+    if shutil.which("uv"):
+        found = subprocess.run(["uv", "python", "find", "--no-python-downloads", version],
+                               capture_output=True, text=True)
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip()
+    return None
 
 
 def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
