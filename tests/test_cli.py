@@ -28,3 +28,18 @@ def test_unknown_stage_is_refused():
     result = subprocess.run([sys.executable, "-m", "swelab.cli", "run", "params/demo.yaml", "--stages", "05_x"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown stage 05_x" in result.stderr
+
+
+def test_a_failing_notebook_stops_the_run_with_one_line_naming_it(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    project = Path(__file__).resolve().parents[1]
+    (tmp_path / "pyproject.toml").write_text("")
+    shutil.copytree(project / "notebooks", tmp_path / "notebooks")
+    (tmp_path / "params").mkdir()
+    params = tmp_path / "params" / "gone.yaml"
+    params.write_text("dataset: data/missing.jsonl\nmodels:\n  - {name: gold, kind: gold}\n")
+    assert main(["run", str(params)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("swelab: 01_select failed (") and "DatasetError" in err and "missing.jsonl" in err

@@ -15,7 +15,13 @@ def notebooks_dir(project_root: Path) -> Path:
     return project_root / "notebooks"
 
 
-def run(params_file: str, force: bool = False, stages: tuple[str, ...] = NOTEBOOKS) -> Path:
+class StageFailed(RuntimeError):
+    """A notebook stopped with an error; the message is its last line, the notebook has the rest."""
+
+
+def run(
+    params_file: str, force: bool = False, stages: tuple[str, ...] = NOTEBOOKS, dataset_path: str | None = None
+) -> Path:
     """Execute the notebooks headlessly into outputs/<run_id>/notebooks/ and render report.html."""
     import papermill
 
@@ -26,15 +32,23 @@ def run(params_file: str, force: bool = False, stages: tuple[str, ...] = NOTEBOO
     print(f"run {params.run_id} -> {params.run_dir}")
     for stage in stages:
         print(f"== {stage}")
-        papermill.execute_notebook(
-            str(notebooks_dir(root) / f"{stage}.ipynb"),
-            str(out_dir / f"{stage}.ipynb"),
-            parameters={"params_file": params.source_file, "force": force},
-            cwd=str(root),
-            progress_bar=False,
-            log_output=True,
-            kernel_name="python3",
-        )
+        parameters = {"params_file": params.source_file, "force": force}
+        if stage == "01_select" and dataset_path:
+            parameters["dataset_path"] = str(Path(dataset_path).resolve())
+        try:
+            papermill.execute_notebook(
+                str(notebooks_dir(root) / f"{stage}.ipynb"),
+                str(out_dir / f"{stage}.ipynb"),
+                parameters=parameters,
+                cwd=str(root),
+                progress_bar=False,
+                log_output=True,
+                kernel_name="python3",
+            )
+        except papermill.PapermillExecutionError as exc:
+            raise StageFailed(
+                f"{stage} failed ({out_dir / f'{stage}.ipynb'} has the details): {exc.ename}: {exc.evalue}"
+            ) from None
     if "04_analyze" in stages:
         # report.html itself is written by 04_analyze through swelab.report (self-contained, plotly.js once);
         # the executed notebook is also exported without its code, for readers who want the notebook view.
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("params_file")
     run_parser.add_argument("--force", action="store_true", help="redo finished cells and verdicts")
     run_parser.add_argument("--stages", default=",".join(NOTEBOOKS), help="comma-separated notebook names")
+    run_parser.add_argument("--dataset", help="a local copy of the params' dataset (JSON/JSONL/parquet) for 01_select")
     commands.add_parser("serve", help="start vLLM (and optionally ThunderAgent)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "serve":
@@ -90,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown stage {unknown[0]} (known: {', '.join(NOTEBOOKS)})")
     try:
-        run(args.params_file, force=args.force, stages=stages)
+        run(args.params_file, force=args.force, stages=stages, dataset_path=args.dataset)
     except ParamsError as exc:
         print(f"swelab: {exc}", file=sys.stderr)
         return 2
+    except StageFailed as exc:
+        print(f"swelab: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
