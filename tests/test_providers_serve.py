@@ -31,8 +31,9 @@ def test_vllm_command_line():
 
 
 def test_thunderagent_command_line():
-    cmd = thunderagent_command(["http://a:8000/v1", "http://b:8000/v1"], port=9100, python="py")
-    assert cmd == ["py", "-m", "ThunderAgent", "--backends", "http://a:8000/v1,http://b:8000/v1", "--port", "9100"]
+    cmd = thunderagent_command(["http://a:8000/v1", "http://b:8000/"], port=9100, python="py")
+    assert cmd == ["py", "-m", "ThunderAgent", "--backends", "http://a:8000,http://b:8000", "--port", "9100",
+                   "--backend-type", "vllm", "--router", "tr", "--metrics", "--profile"]
     with pytest.raises(ServeError):
         thunderagent_command([])
 
@@ -41,7 +42,7 @@ def test_serve_main_dry_run_prints_both_commands(capsys):
     assert serve.serve_main(["m/x", "--tp", "2", "--thunderagent", "--ta-port", "9001", "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("vllm serve m/x --tensor-parallel-size 2")
-    assert "-m ThunderAgent --backends http://127.0.0.1:8000/v1 --port 9001" in lines[1]
+    assert "-m ThunderAgent --backends http://127.0.0.1:8000 --port 9001 --backend-type vllm" in lines[1]
 
 
 def test_serve_main_without_thunderagent_installed_says_so_in_one_line(capsys, monkeypatch):

@@ -170,6 +170,15 @@ def test_profiles_accept_list_and_mapping(tmp_path: Path) -> None:
                                           "pause_s": 0.5, "tool_s": 3.0}
 
 
+def test_profiles_in_thunderagents_own_shape_become_per_program_totals(tmp_path: Path) -> None:
+    # GET /profiles of ThunderAgent (wiki, API Reference): per-step averages keyed by program id
+    write_json(tmp_path / "thunderagent" / "profiles.json", {
+        "m:i:1": {"step_count": 4, "avg_prefill_s": 0.25, "avg_decode_s": 2.0, "avg_pause_s": 0.0,
+                  "avg_tool_call_s": 1.5, "avg_kv_hit_rate": 0.8}})
+    row = results.load_profiles(tmp_path).iloc[0].to_dict()
+    assert row == {"program_id": "m:i:1", "prefill_s": 1.0, "decode_s": 8.0, "pause_s": 0.0, "tool_s": 6.0}
+
+
 def test_pricing_file_loads_and_rejects_bad_rows(tmp_path: Path) -> None:
     shipped = results.default_pricing_path()
     assert shipped is not None and results.load_pricing(shipped)

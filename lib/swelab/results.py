@@ -263,8 +263,12 @@ def _profile_row(path: Path, item: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(item, dict) or "program_id" not in item:
         raise ValueError(f"{path}: each program profile needs a 'program_id'")
     row: dict[str, Any] = {"program_id": str(item["program_id"])}
-    for phase in ("prefill", "decode", "pause", "tool"):
-        value = next((item[k] for k in (f"{phase}_s", f"{phase}_time", phase) if k in item), 0.0)
+    item = {**(item.get("profile") or {}), **item}  # GET /programs nests the profile
+    steps = float(item.get("step_count") or 0)
+    for phase, averaged in (("prefill", "prefill"), ("decode", "decode"), ("pause", "pause"), ("tool", "tool_call")):
+        value = next((item[k] for k in (f"{phase}_s", f"{phase}_time", phase) if k in item), None)
+        if value is None and f"avg_{averaged}_s" in item:  # ThunderAgent's GET /profiles: per-step averages
+            value = float(item[f"avg_{averaged}_s"] or 0.0) * steps
         row[f"{phase}_s"] = float(value or 0.0)
     return row
 

@@ -56,13 +56,20 @@ def vllm_command(
     return cmd + list(extra_args)
 
 
+# What the ThunderAgent guide runs: capacity scheduling ("tr") needs --metrics; the analysis wants --profile
+# (per-program prefill, decode, pause and tool time at GET /profiles).
+THUNDERAGENT_DEFAULTS = ("--backend-type", "vllm", "--router", "tr", "--metrics", "--profile")
+
+
 def thunderagent_command(
     backends: Sequence[str], *, port: int = DEFAULT_THUNDERAGENT_PORT, python: str | None = None,
-    extra_args: Sequence[str] = (),
+    extra_args: Sequence[str] = THUNDERAGENT_DEFAULTS,
 ) -> list[str]:
+    """ThunderAgent takes backend server roots (`http://host:8000`); it adds the /v1 routes itself."""
     if not backends:
         raise ServeError("ThunderAgent needs at least one backend URL")
-    return [python or sys.executable, "-m", "ThunderAgent", "--backends", ",".join(backends), "--port", str(port),
+    roots = [b.rstrip("/").removesuffix("/v1") for b in backends]
+    return [python or sys.executable, "-m", "ThunderAgent", "--backends", ",".join(roots), "--port", str(port),
             *extra_args]
 
 
@@ -225,7 +232,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     vllm = vllm_command(args.model, tensor_parallel_size=args.tp, tool_call_parser=args.tool_call_parser or None,
                         port=args.port, host=args.host, served_model_name=args.served_model_name)
     vllm_url = f"http://{args.host}:{args.port}"
-    backends = args.backends.split(",") if args.backends else [vllm_url + "/v1"]
+    backends = args.backends.split(",") if args.backends else [vllm_url]
     ta = thunderagent_command(backends, port=args.ta_port) if args.thunderagent else None
     if args.dry_run:
         print(" ".join(vllm))
@@ -245,7 +252,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
                 print(f"vLLM ready: {vllm_url}/v1", flush=True)
             if ta:
                 ta_url = f"http://127.0.0.1:{args.ta_port}"
-                stack.enter_context(managed_process(ta, ta_url + "/programs", name="ThunderAgent",
+                stack.enter_context(managed_process(ta, ta_url + "/health", name="ThunderAgent",
                                                     startup_timeout_s=120, log_path=args.log_dir / "thunderagent.log"))
                 print(f"ThunderAgent ready: {ta_url}/v1 (provider: thunderagent, base_url: {ta_url}/v1)", flush=True)
         except ServeError as exc:
