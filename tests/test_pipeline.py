@@ -163,3 +163,51 @@ def test_128_concurrent_programs_neither_starve_nor_clash(tmp_path, cache_dir):
     assert len(cells) == 130 and all(json.loads(c.read_text())["status"] == "malformed" for c in cells)
     lines = [read_jsonl(p) for p in (params.run_dir / "cells" / "routed").rglob("calls.jsonl")]
     assert len(lines) == 130 and all(len(rows_) == 1 for rows_ in lines)
+
+
+def test_a_run_under_30_percent_injected_faults_completes_with_every_reason_recorded(tmp_path, cache_dir):
+    import random
+    import threading
+
+    from fake_openai_server import error, slow, truncated
+
+    task = next(t for t in minibench.load_tasks() if t["instance_id"] == TASK)
+    rng, lock, seen = random.Random(7), threading.Lock(), []
+    faults = [lambda: error(429, "slow down", headers={"Retry-After": "0"}), lambda: error(500, "boom"),
+              lambda: slow(1.5), truncated]
+
+    def responder(request: dict) -> dict:
+        with lock:
+            seen.append(request)
+            if len(seen) == 40:  # late in the run the model disappears: the rest is skipped, with the reason
+                return error(404, "no such model", code="model_not_found")
+            if rng.random() < 0.3:
+                return faults[rng.randrange(len(faults))]()
+        return ok(f"```diff\n{task['patch']}```")
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "params").mkdir()
+    with FakeOpenAIServer([], responder=responder) as server:
+        path = tmp_path / "params" / "faults.yaml"
+        path.write_text(
+            f"name: faults\ndataset: minibench\ninstances: [{TASK}]\nattempts: 30\nworkers: 8\n"
+            f"models:\n  - {{name: flaky, kind: patch, provider: thunderagent, model_id: m,"
+            f" base_url: '{server.base_url}', options: {{request_timeout_s: 0.5, max_retries: 2,"
+            " backoff_base_s: 0.01}}\n"
+        )
+        params = load_params(path, environ={})
+        summary = runner.generate(params, resolve_instances(params), progress=False)
+        programs = {r["body"]["program_id"] for r in server.chat_requests()}
+        releases = list(server.releases)
+    assert summary["planned"] == 30 and sum(summary["by_status"].values()) == 30  # the run completed
+    assert sorted(releases) == sorted(programs)  # every program that spoke was released exactly once
+    cells = [read_json(p) for p in (params.run_dir / "cells" / "flaky" / TASK).glob("*.json")]
+    assert len(cells) == 30 and {"ok", "skipped"} <= {c["status"] for c in cells}
+    assert "model_not_found" in summary["skipped_models"]["flaky"]
+    for cell in cells:
+        if cell["status"] != "ok":
+            assert cell["error_kind"] and cell["error"], cell  # the reason is recorded, never blank
+    rows = [row for p in (params.run_dir / "cells" / "flaky" / TASK).rglob("calls.jsonl") for row in read_jsonl(p)]
+    reasons = {row["error_kind"] for row in rows} | {kind for row in rows for kind in row["retried_for"]}
+    # every injected kind shows up, whether the call failed for it or was retried past it
+    assert {"rate_limited", "server_error", "timeout", "bad_response", "model_not_found"} <= reasons, reasons

@@ -107,6 +107,7 @@ def test_429_retry_after_is_honoured_then_succeeds(server, tmp_path):
     assert len(waits) == 2
     (row,) = read_calls(tmp_path)
     assert row["retries"] == 2 and row["error_kind"] is None
+    assert row["retried_for"] == ["rate_limited", "server_error"]  # why it was retried, in order
 
 
 def test_backoff_grows_exponentially_with_jitter(server, tmp_path):

@@ -177,6 +177,7 @@ class ChatClient:
         started_wall = time.time()
         started = time.monotonic()
         retries = 0
+        retried_for: list[str] = []  # the kind of every failure that was retried, in order
         attempt_latency: float | None = None
         ttft: float | None = None
         while True:
@@ -208,7 +209,8 @@ class ChatClient:
                 attempt_latency = time.monotonic() - t0
                 failure = classify(exc)
             else:
-                self._record(call_index, started_wall, started, attempt_latency, retries, result, None, ttft)
+                self._record(call_index, started_wall, started, attempt_latency, retries, result, None, ttft,
+                             retried_for)
                 return result
             finally:
                 if self._gate is not None:
@@ -221,7 +223,8 @@ class ChatClient:
             log.debug("retry %d of %s after %s (%.1fs)", retries + 1, self.program_id, failure.kind, delay)
             self._sleep(delay)
             retries += 1
-        self._record(call_index, started_wall, started, attempt_latency, retries, None, failure, None)
+            retried_for.append(failure.kind)
+        self._record(call_index, started_wall, started, attempt_latency, retries, None, failure, None, retried_for)
         raise ProviderError(failure.kind, failure.message, retries, status=failure.status)
 
     def _stream(self, kwargs: dict, t0: float) -> tuple[ChatResult, float | None]:
@@ -288,6 +291,7 @@ class ChatClient:
         result: ChatResult | None,
         failure: Failure | None,
         ttft: float | None,
+        retried_for: list[str] | None = None,
     ) -> None:
         usage = result.usage if result else dict.fromkeys(USAGE_KEYS)
         row = {
@@ -306,6 +310,7 @@ class ChatClient:
             "error": one_line(redact(failure.message)) if failure else None,
             "http_status": failure.status if failure else None,
             "retries": retries,
+            "retried_for": list(retried_for or []),
             "finish_reason": result.finish_reason if result else None,
         }
         with self._lock:
