@@ -102,6 +102,13 @@ def test_compare_models_counts_discordant_pairs() -> None:
     assert metrics.compare_models(GRID, "X", "missing")["n"] == 0
 
 
+def test_pairwise_comparisons_cover_contenders_only() -> None:
+    pairs = metrics.pairwise_comparisons(GRID, metrics.leaderboard_v0(GRID))
+    assert all("O" not in (a, b) for a, b in zip(pairs["model A"], pairs["model B"], strict=True))  # oracle out
+    assert len(pairs) == 6  # X, Y, W, S: every pair once
+    assert metrics.pairwise_comparisons(GRID, metrics.leaderboard_v0(GRID).iloc[:0]).empty
+
+
 def test_bootstrap_ci_contains_estimate_and_is_deterministic() -> None:
     values = [1, 0, 1, 1, 0, 0, 1, 0, 1, 0]
     low, high = metrics.bootstrap_ci(values, seed=7)

@@ -75,9 +75,8 @@ def write_synthetic_run(run_dir: Path, workers: int = 4) -> Path:
             _verdict(run_dir, model, attempt, instance, resolved)
     write_json(run_dir / "eval" / "org__model-a__a1" / "report.json",
                {"schema_version": 2, "label": "official grading, local environment"})
-    write_json(run_dir / "params.resolved.json", {"name": "synthetic", "workers": workers})
     write_json(run_dir / "manifest.json", {
-        "run_id": run_dir.name, "params": {"name": "synthetic"},
+        "run_id": run_dir.name, "params": {"name": "synthetic", "workers": workers},
         "instance_ids": ["astropy__astropy-1", "django__django-2"],
         "dataset": {"source": "local", "revision": "abc123"}, "project_commit": "deadbeef"})
     return run_dir

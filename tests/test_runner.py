@@ -261,3 +261,12 @@ def test_an_instance_that_passes_unpatched_is_flagged_non_discriminating(tmp_pat
     assert flags["toy__toy-1"] == {"fail_to_pass_passing_unpatched": [], "non_discriminating": False}
     html = render_report(params.run_dir).read_text()
     assert "Non-discriminating instances" in html and "toy__toy-3" in html
+
+
+def test_the_run_instance_set_is_written_once_and_then_read(tmp_path, toy_repo):
+    from swelab.instances import ensure_run_instances, write_run_instances
+
+    params, rows = make_params(tmp_path, toy_repo)
+    assert [r["instance_id"] for r in ensure_run_instances(params)] == ["toy__toy-1", "toy__toy-2", "toy__toy-3"]
+    write_run_instances(params.run_dir, rows[:1])  # what 01_select wrote wins over the params' set
+    assert [r["instance_id"] for r in ensure_run_instances(params)] == ["toy__toy-1"]

@@ -265,3 +265,23 @@ def test_01_select_notebook_reproduces_the_pinned_i1_list(tmp_path, monkeypatch)
     rows = [json.loads(line) for line in (run_dir / "instances.jsonl").read_text().splitlines()]
     assert [row["instance_id"] for row in rows] == select.read_instance_ids(pinned)
     assert all(row["patch"] and row["test_patch"] for row in rows)
+
+
+def test_recompute_selection_writes_the_draw_and_compares_it_with_the_pin(tmp_path, rows):
+    from swelab.params import load_params
+
+    config = {"name": "one", "count": 3, "max_hunks": 1}
+    drawn = select.select_instances(rows, config, seed=42).ids
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "params").mkdir()
+    path = tmp_path / "params" / "s.yaml"
+    path.write_text(f"selection: {json.dumps(config)}\ninstances: {json.dumps(drawn[:2])}\n"
+                    "models: [{name: gold, kind: gold}]\n")
+    params = load_params(path, environ={})
+    info = {"source": "fixture", "revision": None, "fingerprint": "f"}
+    selection, check = select.recompute_selection(params, rows, info, select.instance_stats(rows), tmp_path / "run")
+    assert selection.ids == drawn
+    assert check["matches"] is False and check["only_recomputed"] == drawn[2:]
+    assert select.read_instance_ids(tmp_path / "run" / "selection" / "instances.jsonl") == drawn
+    assert select.repo_summary(select.instance_stats(rows))["instances"].sum() == len(rows)
+    assert len(select.distribution_figures(select.instance_stats(rows))) == 3

@@ -60,6 +60,16 @@ def resolve_instances(params: RunParams, rows: list[dict] | None = None) -> list
     return [by_id[iid] for iid in sorted(set(wanted))]
 
 
+def ensure_run_instances(params: RunParams) -> list[dict]:
+    """The run's instance set: what 01_select wrote, or (a notebook run alone) the params' set, written now."""
+    try:
+        return read_run_instances(params.run_dir)
+    except FileNotFoundError:
+        rows = resolve_instances(params)
+        write_run_instances(params.run_dir, rows)
+        return rows
+
+
 def write_run_instances(run_dir: Path, rows: list[dict]) -> Path:
     return write_jsonl(Path(run_dir) / "instances.jsonl", rows)
 

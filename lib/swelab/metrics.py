@@ -128,6 +128,14 @@ def compare_models(attempts: pd.DataFrame, model_a: str, model_b: str, attempt: 
             "neither": int((~a & ~b).sum()), "p_value": mcnemar_exact(a_only, b_only)}
 
 
+def pairwise_comparisons(attempts: pd.DataFrame, board: pd.DataFrame, attempt: int | None = 1) -> pd.DataFrame:
+    """compare_models for every pair of contenders (oracle rows left out), in leaderboard order."""
+    contenders = [] if board.empty else list(board.loc[~board["oracle"].astype(bool), "model"])
+    rows = [{"model A": a, "model B": b, **compare_models(attempts, a, b, attempt)}
+            for i, a in enumerate(contenders) for b in contenders[i + 1:]]
+    return pd.DataFrame(rows, columns=["model A", "model B", "n", "a_only", "b_only", "both", "neither", "p_value"])
+
+
 # ---------------------------------------------------------------- failures, effort, time
 
 

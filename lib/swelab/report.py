@@ -275,9 +275,9 @@ def _evaluation_text(params: dict[str, Any], attempts: pd.DataFrame) -> str:
 
 
 def _header(data: RunData) -> str:
-    """What was run, from the manifest (falling back to params.resolved.json and the cells)."""
+    """What was run, from the manifest (and the cells)."""
     manifest = data.manifest
-    params = manifest.get("params") or results.load_resolved_params(data.run_dir)
+    params = manifest.get("params") or {}
     name = params.get("name") or "unknown"
     facts = [
         ("params", f"{name} ({manifest['params_file']})" if manifest.get("params_file") else name),
@@ -320,12 +320,10 @@ def _table(board: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
 
 def _pairs_table(attempts: pd.DataFrame, board: pd.DataFrame) -> str:
     """Exact McNemar tests between contenders (attempt 1, instances both were graded on)."""
-    contenders = [] if board.empty else list(board.loc[~board["oracle"].astype(bool), "model"])
-    rows = [{"model A": a, "model B": b, **metrics.compare_models(attempts, a, b)}
-            for i, a in enumerate(contenders) for b in contenders[i + 1:]]
-    if not rows:
+    frame = metrics.pairwise_comparisons(attempts, board)
+    if frame.empty:
         return "<p class='absent'>Fewer than two contenders, so there is no paired comparison.</p>"
-    frame = pd.DataFrame(rows).rename(columns={"a_only": "only A", "b_only": "only B"})
+    frame = frame.rename(columns={"a_only": "only A", "b_only": "only B"})
     return ("<p>Exact McNemar test on attempt 1 of the instances both models were graded on; "
             "a small p-value means the two resolution rates differ by more than chance.</p>"
             + frame.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.3g}", classes="board",

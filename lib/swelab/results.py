@@ -236,8 +236,8 @@ def load_manifest(run_dir: str | Path) -> dict[str, Any]:
 
 
 def load_resolved_params(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "params.resolved.json"
-    return read_json(path) if path.is_file() else {}
+    """The resolved params the run was made with (kept in its manifest), or {}."""
+    return load_manifest(run_dir).get("params") or {}
 
 
 def load_profiles(run_dir: str | Path) -> pd.DataFrame:

@@ -278,6 +278,5 @@ def write_manifest(params: RunParams, instances: list[dict], run_dir: Path | Non
         "project": project_commit(Path(params.project_root)),
         "written_at": now_iso(),
     }
-    write_json(run_dir / "params.resolved.json", params.resolved())
     write_json(run_dir / "manifest.json", manifest)
     return manifest

@@ -399,6 +399,51 @@ def compare_with_pinned(recomputed: list[str], pinned: list[str] | None) -> dict
     }
 
 
+def recompute_selection(
+    params: Any, rows: list[dict], info: dict, stats: pd.DataFrame, run_dir: str | Path
+) -> tuple[Selection | None, dict]:
+    """The params' selection redrawn from the loaded rows, written into the run dir with its manifest, and
+    compared with the list the params pin. (None, {}) when the params have no selection block."""
+    if not params.selection:
+        return None, {}
+    from swelab.instances import instance_ids_from
+
+    selection = select_instances(rows, params.selection, params.selection_seed, stats)
+    manifest = selection_manifest(selection, info, params.selection)
+    write_selection(Path(run_dir) / "selection" / "instances.jsonl", selection, manifest)
+    return selection, compare_with_pinned(selection.ids, instance_ids_from(params))
+
+
+def repo_summary(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per repository: candidates, median changed lines, multi-hunk and numpy/pandas-heavy counts."""
+    return stats.groupby("repo").agg(
+        instances=("instance_id", "size"),
+        median_lines=("patch_lines", "median"),
+        multi_hunk=("patch_hunks", lambda hunks: int((hunks > 1).sum())),
+        numeric_heavy=("numeric_heavy", "sum"),
+    )
+
+
+def distribution_figures(stats: pd.DataFrame) -> list:
+    """Histograms of the candidates' gold-patch size and FAIL_TO_PASS count, coloured by repository."""
+    import plotly.express as px
+
+    columns = (("patch_lines", "gold patch: changed lines"), ("patch_hunks", "gold patch: hunks"),
+               ("n_fail_to_pass", "FAIL_TO_PASS tests"))
+    return [px.histogram(stats, x=column, color="repo", title=title, height=320) for column, title in columns]
+
+
+def candidate_browser(rows: list[dict], ids: list[str]):
+    """An ipywidgets browser: pick an instance, read its issue, gold patch and tests (browser_html)."""
+    import ipywidgets as widgets
+
+    by_id = {row["instance_id"]: row for row in rows}
+    picker = widgets.Dropdown(options=ids, description="instance")
+    view = widgets.HTML(browser_html(by_id[ids[0]]) if ids else "")
+    picker.observe(lambda change: setattr(view, "value", browser_html(by_id[change["new"]])), names="value")
+    return widgets.VBox([picker, view])
+
+
 def resolve_dataset_path(path: str, project_root: str | Path) -> str:
     """A local dataset path as given when it exists from here, else relative to the project root
     (notebooks may run from notebooks/ or from the root). Kept as given for the manifest when it exists."""
