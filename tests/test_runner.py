@@ -270,3 +270,15 @@ def test_the_run_instance_set_is_written_once_and_then_read(tmp_path, toy_repo):
     assert [r["instance_id"] for r in ensure_run_instances(params)] == ["toy__toy-1", "toy__toy-2", "toy__toy-3"]
     write_run_instances(params.run_dir, rows[:1])  # what 01_select wrote wins over the params' set
     assert [r["instance_id"] for r in ensure_run_instances(params)] == ["toy__toy-1"]
+
+
+def test_rows_with_grading_fields_but_no_buildable_environment_are_refused_too(tmp_path, toy_repo, cache_dir):
+    params, rows = make_params(tmp_path, toy_repo, models="  - {name: gold, kind: gold}\n")
+    unbuildable = [{k: v for k, v in row.items() if k != "env_recipe"} for row in rows]  # 5.x fields kept
+    runner.generate(params, unbuildable, progress=False)
+    from swelab.instances import write_run_instances
+
+    write_run_instances(params.run_dir, unbuildable)
+    evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources), progress=False)
+    report = read_json(params.run_dir / "eval" / "gold__a1" / "report.json")
+    assert set(report["unsupported"]) == {"toy__toy-1", "toy__toy-2", "toy__toy-3"}

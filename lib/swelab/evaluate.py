@@ -25,7 +25,7 @@ from swebench.harness.grading import get_eval_report
 from swebench.harness.utils import make_test_spec
 
 from swelab.io import atomic_write_text, read_json, read_jsonl, write_json
-from swelab.workspace import Workspace, apply_patch, check_apply
+from swelab.workspace import Workspace, apply_patch, check_apply, uses_pytest_venv
 
 LOCAL_LABEL = "official grading, local environment"
 GRADING_FIELDS = ("eval_script", "log_parser", "eval_type", "image")
@@ -274,10 +274,11 @@ def check_discrimination(
 
 
 def unsupported_instances(instances) -> dict[str, str]:
-    """Old-schema rows whose (repo, version) has no local recipe: refused up front, with the reason."""
+    """Rows whose environment the local backend cannot build (no recipe for the (repo, version), or no
+    interpreter for it here): refused up front, with the reason, whether or not they carry 5.x fields."""
     refused = {}
     for row in instances:
-        if all(row.get(field) for field in GRADING_FIELDS) or row.get("env_recipe"):
+        if uses_pytest_venv(row):
             continue
         from swelab import recipes
 

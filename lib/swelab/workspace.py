@@ -172,9 +172,14 @@ class Workspace:
         return Environment(key=key, path=path, variables=tuple(sorted(variables.items())))
 
 
+def uses_pytest_venv(instance: dict) -> bool:
+    """The bundled tasks, and any row that asks for it, run in the plain pure-Python environment."""
+    return instance["repo"].startswith("minibench/") or instance.get("env_recipe") == PYTEST_VENV
+
+
 def environment_identity(instance: dict) -> str:
     """What an environment was built from; a change means a rebuild."""
-    if instance["repo"].startswith("minibench/") or instance.get("env_recipe") == PYTEST_VENV:
+    if uses_pytest_venv(instance):
         import pytest
 
         return f"{PYTEST_VENV} {sys.executable} {Path(pytest.__file__).resolve().parent.parent}\n"
@@ -185,7 +190,7 @@ def build_environment(instance: dict, path: Path, workspace: Workspace) -> None:
     """Bundled tasks are pure Python with pytest: a venv that borrows the workbench's pytest, so the demo
     needs no network. Real repositories get their recipe from swelab.recipes."""
     shutil.rmtree(path, ignore_errors=True)
-    if instance["repo"].startswith("minibench/") or instance.get("env_recipe") == PYTEST_VENV:
+    if uses_pytest_venv(instance):
         _pytest_venv(path)
         return
     try:
