@@ -5,14 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from scaffold import write_params
+
 from swelab.cli import main
 
 
 def test_bad_params_exit_2_with_file_and_field(tmp_path, capsys):
-    (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / "params").mkdir()
-    bad = tmp_path / "params" / "bad.yaml"
-    bad.write_text("models:\n  - {name: gold, kind: golden}\n")
+    bad = write_params(tmp_path, "models:\n  - {name: gold, kind: golden}\n", "bad.yaml")
     assert main(["run", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"swelab: {bad}: field 'models[0].kind': must be one of gold, empty, patch, shell, " \
@@ -31,15 +30,8 @@ def test_unknown_stage_is_refused():
 
 
 def test_a_failing_notebook_stops_the_run_with_one_line_naming_it(tmp_path, capsys):
-    import shutil
-    from pathlib import Path
-
-    project = Path(__file__).resolve().parents[1]
-    (tmp_path / "pyproject.toml").write_text("")
-    shutil.copytree(project / "notebooks", tmp_path / "notebooks")
-    (tmp_path / "params").mkdir()
-    params = tmp_path / "params" / "gone.yaml"
-    params.write_text("dataset: data/missing.jsonl\nmodels:\n  - {name: gold, kind: gold}\n")
+    params = write_params(tmp_path, "dataset: data/missing.jsonl\nmodels:\n  - {name: gold, kind: gold}\n",
+                          "gone.yaml", notebooks=True)
     assert main(["run", str(params)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("swelab: 01_select failed (") and "DatasetError" in err and "missing.jsonl" in err

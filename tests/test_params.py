@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from scaffold import write_params
 
 from swelab.params import ParamsError, load_params
 
 
 def write(tmp_path, text: str, name: str = "p.yaml"):
-    (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / "params").mkdir(exist_ok=True)
-    path = tmp_path / "params" / name
-    path.write_text(text)
-    return path
+    return write_params(tmp_path, text, name)
 
 
 BASE = "models:\n  - {name: gold, kind: gold}\n"

@@ -9,6 +9,7 @@ import json
 import pytest
 import unidiff
 from fake_openai_server import FakeOpenAIServer, ok
+from scaffold import write_params
 
 from swelab import minibench, runner
 from swelab.evaluate import evaluate_run
@@ -40,16 +41,14 @@ def tool_turn(calls: list[tuple[str, dict]], start: int) -> dict:
     return ok(None, tool_calls=tool_calls, finish_reason="tool_calls")
 
 
-def write_params(tmp_path, server_url: str, kind: str) -> object:
-    (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / "params").mkdir()
-    path = tmp_path / "params" / "p.yaml"
-    path.write_text(
+def pipeline_params(tmp_path, server_url: str, kind: str) -> object:
+    path = write_params(
+        tmp_path,
         f"name: pipe\ndataset: minibench\ninstances: [{TASK}]\nattempts: 1\nworkers: 2\n"
         "models:\n"
         "  - {name: gold, kind: gold}\n"
         f"  - {{name: scripted, kind: {kind}, provider: vllm, model_id: scripted-model, base_url: '{server_url}',"
-        " max_steps: 8}\n"
+        " max_steps: 8}\n",
     )
     return load_params(path, environ={})
 
@@ -74,7 +73,7 @@ def test_a_scripted_tool_calling_conversation_fixes_a_bundled_task(tmp_path, cac
         tool_turn([("submit", {"summary": "fixed"})], 5),
     ]
     with FakeOpenAIServer(turns, default=ok("no more turns were scripted")) as server:
-        params = write_params(tmp_path, server.base_url, "shell")
+        params = pipeline_params(tmp_path, server.base_url, "shell")
         summaries = run_and_grade(params, cache_dir)
         sent = server.chat_requests()
     assert len(sent) == 5 and all(r["body"]["model"] == "scripted-model" for r in sent)
@@ -92,7 +91,7 @@ def test_a_patch_mode_answer_is_extracted_checked_and_graded(tmp_path, cache_dir
     task = next(t for t in minibench.load_tasks() if t["instance_id"] == TASK)
     reply = f"Here is the fix.\n\n```diff\n{task['patch']}```\n"
     with FakeOpenAIServer([ok(reply)], default=ok("not a diff at all")) as server:
-        params = write_params(tmp_path, server.base_url, "patch")
+        params = pipeline_params(tmp_path, server.base_url, "patch")
         summaries = run_and_grade(params, cache_dir)
         prompt = server.chat_requests()[0]["body"]["messages"]
     assert summaries["scripted__a1"]["resolved_instances"] == 1
@@ -104,7 +103,7 @@ def test_a_patch_mode_answer_is_extracted_checked_and_graded(tmp_path, cache_dir
 
 def test_a_reply_that_is_not_a_diff_is_malformed_not_wrong(tmp_path, cache_dir):
     with FakeOpenAIServer([], default=ok("I think you should change the truncate function.")) as server:
-        params = write_params(tmp_path, server.base_url, "patch")
+        params = pipeline_params(tmp_path, server.base_url, "patch")
         run_and_grade(params, cache_dir)
     cell = read_json(params.run_dir / "cells" / "scripted" / TASK / "1.json")
     assert cell["status"] == "malformed" and cell["model_patch"] == ""
@@ -112,11 +111,9 @@ def test_a_reply_that_is_not_a_diff_is_malformed_not_wrong(tmp_path, cache_dir):
 
 def test_through_thunderagent_every_request_names_its_program_and_the_state_is_saved(tmp_path, cache_dir):
     task = next(t for t in minibench.load_tasks() if t["instance_id"] == TASK)
-    (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / "params").mkdir()
     with FakeOpenAIServer([], default=ok(f"```diff\n{task['patch']}```")) as server:
-        path = tmp_path / "params" / "ta.yaml"
-        path.write_text(
+        path = write_params(
+            tmp_path,
             f"name: ta\ndataset: minibench\ninstances: [{TASK}]\nattempts: 3\n"
             f"models:\n  - {{name: routed, kind: patch, provider: thunderagent, model_id: m,"
             f" base_url: '{server.base_url}'}}\n"
@@ -134,7 +131,7 @@ def test_through_thunderagent_every_request_names_its_program_and_the_state_is_s
 
 def test_each_attempt_samples_with_its_own_seed(tmp_path, cache_dir):
     with FakeOpenAIServer([], default=ok("no diff")) as server:
-        params = write_params(tmp_path, server.base_url, "patch")
+        params = pipeline_params(tmp_path, server.base_url, "patch")
         params = load_params(params.source_file, overrides={"attempts": 3}, environ={})
         runner.generate(params, resolve_instances(params), progress=False)
         seeds = sorted(r["body"]["seed"] for r in server.chat_requests())
@@ -142,11 +139,9 @@ def test_each_attempt_samples_with_its_own_seed(tmp_path, cache_dir):
 
 
 def test_128_concurrent_programs_neither_starve_nor_clash(tmp_path, cache_dir):
-    (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / "params").mkdir()
     with FakeOpenAIServer([], default=ok("no diff here", delay=1.0)) as server:
-        path = tmp_path / "params" / "wide.yaml"
-        path.write_text(
+        path = write_params(
+            tmp_path,
             "name: wide\ndataset: minibench\nattempts: 13\nworkers: 128\n"
             f"models:\n  - {{name: routed, kind: patch, provider: thunderagent, model_id: m,"
             f" base_url: '{server.base_url}', options: {{max_retries: 0}}}}\n"
@@ -185,11 +180,9 @@ def test_a_run_under_30_percent_injected_faults_completes_with_every_reason_reco
                 return faults[rng.randrange(len(faults))]()
         return ok(f"```diff\n{task['patch']}```")
 
-    (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / "params").mkdir()
     with FakeOpenAIServer([], responder=responder) as server:
-        path = tmp_path / "params" / "faults.yaml"
-        path.write_text(
+        path = write_params(
+            tmp_path,
             f"name: faults\ndataset: minibench\ninstances: [{TASK}]\nattempts: 30\nworkers: 8\n"
             f"models:\n  - {{name: flaky, kind: patch, provider: thunderagent, model_id: m,"
             f" base_url: '{server.base_url}', options: {{request_timeout_s: 0.5, max_retries: 2,"

@@ -3,33 +3,29 @@ in any file of the run — executed notebooks included."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from fake_openai_server import FakeOpenAIServer, ok
+from scaffold import write_params
 
 from swelab import minibench
 from swelab.cli import main
 
-PROJECT = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-0123456789-do-not-leak"
 TASK = "minibench__textkit-1"
 
 
 def make_project(tmp_path: Path, base_url: str) -> Path:
     """A project folder with the real notebooks and a params file using a hosted-provider profile."""
-    (tmp_path / "pyproject.toml").write_text("")
-    shutil.copytree(PROJECT / "notebooks", tmp_path / "notebooks")
-    (tmp_path / "params").mkdir()
-    path = tmp_path / "params" / "e2e.yaml"
-    path.write_text(
+    return write_params(
+        tmp_path,
         f"name: e2e\ndataset: minibench\ninstances: [{TASK}, minibench__unitkit-1]\nattempts: 2\n"
         "models:\n"
         "  - {name: gold, kind: gold}\n"
         "  - {name: empty, kind: empty}\n"
-        f"  - {{name: hosted/model, kind: patch, provider: chutes, model_id: hosted/model, base_url: '{base_url}'}}\n"
+        f"  - {{name: hosted/model, kind: patch, provider: chutes, model_id: hosted/model, base_url: '{base_url}'}}\n",
+        notebooks=True,
     )
-    return path
 
 
 def test_swelab_run_executes_the_notebooks_and_leaks_no_key(tmp_path, cache_dir, monkeypatch, capsys):

@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import pytest
+from scaffold import write_params
 
 from swelab import runner
 from swelab.agents.base import AttemptOutcome
@@ -25,13 +26,12 @@ def make_params(tmp_path, toy_repo, extra: str = "", models: str | None = None):
     for i in range(3):  # three instances over the same repo: different ids, same bug
         rows.append(dict(instance, instance_id=f"toy__toy-{i + 1}"))
     write_jsonl(tmp_path / "toy.jsonl", rows)
-    (tmp_path / "pyproject.toml").write_text("")
-    (tmp_path / "params").mkdir(exist_ok=True)
     models = models or "  - {name: gold, kind: gold}\n  - {name: empty, kind: empty}\n"
-    path = tmp_path / "params" / "toy.yaml"
-    path.write_text(
+    path = write_params(
+        tmp_path,
         f"name: toy\ndataset: {tmp_path / 'toy.jsonl'}\nattempts: 2\nworkers: 4\neval_workers: 2\n"
-        f"repo_sources: {{toy/toy: {repo}}}\nmodels:\n{models}{extra}"
+        f"repo_sources: {{toy/toy: {repo}}}\nmodels:\n{models}{extra}",
+        "toy.yaml",
     )
     return load_params(path, environ={}), rows
 
