@@ -25,6 +25,7 @@ import yaml
 from swelab.agents.base import AttemptContext, AttemptOutcome
 from swelab.agents.shell import (
     DEFAULT_MAX_OUTPUT_BYTES,
+    SandboxedAgent,
     one_line,
     option,
     prepare_environment,
@@ -32,7 +33,7 @@ from swelab.agents.shell import (
 )
 from swelab.agents.tools import SUBMIT_SENTINEL, extract_patch, paths_of_test_patch, validate_patch
 from swelab.io import append_jsonl, write_json
-from swelab.sandbox import SandboxUnavailable, require_bwrap, run_sandboxed
+from swelab.sandbox import run_sandboxed
 
 # Files the mini-swe-agent prompt asks the model to create; never part of a worktree-diff patch.
 MINI_SCRATCH_FILES = frozenset({"patch.txt"})
@@ -249,17 +250,12 @@ def _submission_patch(submission: str, exclude: set[str]) -> str:
     return "".join(kept)
 
 
-class MiniSweAgent:
+class MiniSweAgent(SandboxedAgent):
     mode = "mini-swe-agent"
 
-    def __init__(self, model: Any):
-        self.model = model
-
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
-        try:
-            require_bwrap()
-        except SandboxUnavailable as exc:
-            return AttemptOutcome(status="error", error=f"mini-swe-agent mode needs a sandbox: {exc}")
+        if missing := self.sandbox_missing():
+            return missing
         _import_minisweagent()
         from minisweagent.exceptions import FormatError  # noqa: F401 - fail early if the API moved
 

@@ -160,18 +160,29 @@ def final_patch(worktree: Path, instance: dict) -> tuple[str, str | None]:
     return patch, validate_patch(worktree, instance["base_commit"], patch)
 
 
-class ShellAgent:
+class SandboxedAgent:
+    """What the agents that run model commands share: their model entry, and no run without a sandbox."""
+
     mode = "shell"
 
     def __init__(self, model: Any):
         self.model = model
 
-    # -- entry point ----------------------------------------------------------------------------------
-    def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
+    def sandbox_missing(self) -> AttemptOutcome | None:
         try:
             require_bwrap()
         except SandboxUnavailable as exc:
-            return AttemptOutcome(status="error", error=f"shell mode needs a sandbox: {exc}")
+            return AttemptOutcome(status="error", error=f"{self.mode} mode needs a sandbox: {exc}")
+        return None
+
+
+class ShellAgent(SandboxedAgent):
+    mode = "shell"
+
+    # -- entry point ----------------------------------------------------------------------------------
+    def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
+        if missing := self.sandbox_missing():
+            return missing
         from swelab.providers import ProviderError, open_program
 
         cell_dir = Path(ctx.cell_dir)
