@@ -439,3 +439,17 @@ def test_browser_text_for_one_attempt(tmp_path):
     model_box, instance_box, attempt_box = ui.children[0].children
     assert (model_box.value, instance_box.value, attempt_box.value) == ("m1", "toy__toy-1", 1)
     assert "$ bash: ls" in ui.children[1].children[1].value
+
+
+@pytest.mark.parametrize("kind", ["shell", "mini-swe-agent"])
+def test_no_sandbox_no_run(kind, monkeypatch, tmp_path):
+    from swelab.agents import build_agent
+    from swelab.sandbox import SandboxUnavailable
+
+    def missing():
+        raise SandboxUnavailable("bwrap not found on PATH: install the Debian package 'bubblewrap'")
+
+    monkeypatch.setattr("swelab.agents.shell.require_bwrap", missing)
+    model = ModelConfig(name="m", kind=kind, provider="vllm", model_id="m", base_url="http://127.0.0.1:9/v1")
+    outcome = build_agent(model).run({"instance_id": "x"}, SimpleNamespace())
+    assert outcome.status == "error" and outcome.error.startswith(f"{kind} mode needs a sandbox: bwrap not found")
