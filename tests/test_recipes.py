@@ -225,20 +225,51 @@ def test_local_backend_grades_a_recipe_row_end_to_end(swe_repo, tmp_path, monkey
 
 HTTPBIN_TEST = '''
 import json
-import os
+import socket
+import ssl
+import time
 import urllib.request
+
+import certifi
 
 
 def test_httpbin():
-    for url in (os.environ["HTTPBIN_URL"] + "get?x=1", "http://httpbin.org/get?x=1"):
-        with urllib.request.urlopen(url, timeout=10) as response:
+    # http and https, by the public name, as requests' own tests call it; TLS verified against certifi
+    tls = ssl.create_default_context(cafile=certifi.where())
+    for url in ("http://httpbin.org/get?x=1", "https://httpbin.org/get?x=1", "HTTPS://www.httpbin.org/get?x=1"):
+        with urllib.request.urlopen(url, timeout=10, context=tls) as response:
             assert json.loads(response.read())["args"] == {"x": "1"}
+
+
+def test_outside_addresses_hang_until_their_timeout():
+    # requests' connect-timeout tests rely on an unanswered address timing out, not on "network unreachable"
+    start = time.monotonic()
+    try:
+        socket.create_connection(("10.255.255.1", 80), timeout=0.5)
+    except TimeoutError:
+        assert time.monotonic() - start >= 0.4
+    else:
+        raise AssertionError("connected to an outside address")
+
+
+def test_other_names_do_not_resolve():
+    start = time.monotonic()
+    try:
+        socket.getaddrinfo("pypi.org", 443)
+    except socket.gaierror:
+        assert time.monotonic() - start < 5
+    else:
+        raise AssertionError("resolved a name that is not stood in")
 '''
+
+HTTPBIN_TESTS = [f"test_httpbin.py::{name}" for name in (
+    "test_httpbin", "test_outside_addresses_hang_until_their_timeout", "test_other_names_do_not_resolve")]
 
 
 def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, tmp_path, monkeypatch):
-    """requests' tests call httpbin: the eval script serves it on 127.0.0.1 inside the test's own network and
-    mount namespaces, with httpbin.org pointed there; the host's /etc/hosts is untouched."""
+    """requests' tests call httpbin over http and https: the eval script serves it on 127.0.0.1 inside the test's
+    own network and mount namespaces, httpbin.org pointed there and its CA trusted through certifi; every other
+    address is a blackhole and every other name fails. The host's /etc/hosts and resolv.conf are untouched."""
     evaluate = pytest.importorskip("swelab.evaluate")
     from swelab.workspace import Workspace
 
@@ -249,18 +280,17 @@ def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, t
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "httpbin test", cwd=repo)
     row = dict(row, base_commit=git("rev-parse", "HEAD", cwd=repo).strip(),
-               PASS_TO_PASS=json.dumps(["test_requests.py::test_one", "test_httpbin.py::test_httpbin"]))
+               PASS_TO_PASS=json.dumps(["test_requests.py::test_one", *HTTPBIN_TESTS]))
     monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
     monkeypatch.setattr(recipes, "environment_steps", _offline_steps)
     monkeypatch.setitem(recipes.RECIPES, ("psf/requests", "2.10"), recipes.Recipe(
         **{**recipes.RECIPES[("psf/requests", "2.10")].__dict__, "test_cmd": "pytest -rA test_httpbin.py"}))
     workspace = Workspace(cache_dir=tmp_path / "cache", repo_sources={"psf/requests": str(repo)})
-    hosts_before = Path("/etc/hosts").read_text()
+    host_files = {name: Path(name).read_text() for name in ("/etc/hosts", "/etc/resolv.conf")}
     gold = evaluate.evaluate_local(row, row["patch"], workspace, timeout_s=120)
     assert gold.resolved, gold.log[-3000:]
-    assert gold.report["tests_status"]["PASS_TO_PASS"]["success"] == [
-        "test_requests.py::test_one", "test_httpbin.py::test_httpbin"]
-    assert Path("/etc/hosts").read_text() == hosts_before
+    assert gold.report["tests_status"]["PASS_TO_PASS"]["success"] == ["test_requests.py::test_one", *HTTPBIN_TESTS]
+    assert {name: Path(name).read_text() for name in host_files} == host_files
 
 
 def _offline_steps(row, python, env, requirements_file, source):
@@ -278,19 +308,33 @@ def _offline_steps(row, python, env, requirements_file, source):
     ]
 
 
+def _fake_python(path, prints: str, rc: int = 0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho {prints}\nexit {rc}\n")
+    path.chmod(0o755)
+    return path
+
+
 def test_find_python_looks_on_path_then_pyenv(tmp_path, monkeypatch):
     monkeypatch.delenv("SWELAB_PYTHON_3_9", raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
     assert recipes.find_python("3.9") is None
     for patch_level in ("3.9.9", "3.9.18"):
-        exe = tmp_path / "pyenv" / "versions" / patch_level / "bin" / "python3.9"
-        exe.parent.mkdir(parents=True)
-        exe.write_text("#!/bin/sh\n")
-        exe.chmod(0o755)
+        _fake_python(tmp_path / "pyenv" / "versions" / patch_level / "bin" / "python3.9", "3.9")
     assert recipes.find_python("3.9") == str(tmp_path / "pyenv/versions/3.9.18/bin/python3.9")
-    (tmp_path / "empty-bin").mkdir()
-    on_path = tmp_path / "empty-bin" / "python3.9"
-    on_path.write_text("#!/bin/sh\n")
-    on_path.chmod(0o755)
+    on_path = _fake_python(tmp_path / "bin" / "python3.9", "3.9")
     assert recipes.find_python("3.9") == str(on_path)
+
+
+def test_find_python_skips_candidates_that_do_not_run_as_the_version(tmp_path, monkeypatch):
+    # a pyenv shim for an installed but unselected version is on PATH and fails with "command not found"
+    monkeypatch.delenv("SWELAB_PYTHON_3_9", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    _fake_python(tmp_path / "bin" / "python3.9", "pyenv: python3.9: command not found", rc=127)
+    _fake_python(tmp_path / "pyenv" / "versions" / "3.9.20" / "bin" / "python3.9", "3.11")  # mislabelled
+    real = _fake_python(tmp_path / "pyenv" / "versions" / "3.9.18" / "bin" / "python3.9", "3.9")
+    assert recipes.find_python("3.9") == str(real)
+    monkeypatch.setenv("SWELAB_PYTHON_3_9", str(tmp_path / "bin" / "python3.9"))
+    assert recipes.find_python("3.9") is None  # a configured interpreter that does not run is not used

@@ -24,6 +24,7 @@ from swebench.harness.constants import APPLY_PATCH_FAIL, APPLY_PATCH_PASS, TESTS
 from swebench.harness.grading import get_eval_report
 from swebench.harness.utils import make_test_spec
 
+from swelab import standins
 from swelab.io import atomic_write_text, read_json, read_jsonl, write_json
 from swelab.workspace import Workspace, apply_patch, check_apply, uses_pytest_venv
 
@@ -97,7 +98,7 @@ def run_eval_script(worktree: Path, script: str, env: dict, timeout_s: float) ->
     command = ["bash", script_path]
     if _can_unshare_net():
         # Own network namespace (loopback only) and own mount namespace (a stand-in's private /etc/hosts).
-        command = ["unshare", "--net", "--mount", "--", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh",
+        command = ["unshare", "--net", "--mount", "--", "sh", "-c", standins.NAMESPACE_SETUP + 'exec "$@"', "sh",
                    *command]
     try:
         proc = subprocess.Popen(

@@ -126,24 +126,44 @@ def recipe_for(row: dict) -> Recipe:
 
 def find_python(version: str) -> str | None:
     """An interpreter for `version`: the $SWELAB_PYTHON_3_9-style override, else python3.9 on PATH, else the
-    newest pyenv-installed 3.9.x, else one uv manages (`uv python find`); None when the machine has none."""
+    newest pyenv-installed 3.9.x, else one uv manages (`uv python find`); None when the machine has none.
+
+    Every candidate is run once: a pyenv shim for a version that is installed but not selected sits on PATH
+    and fails with "command not found", so being on PATH proves nothing."""
     override = os.environ.get(f"SWELAB_PYTHON_{version.replace('.', '_')}")
     if override:
-        return override if Path(override).exists() else None
+        return override if _runs_as(override, version) else None
+    for candidate in _candidates(version):
+        if _runs_as(candidate, version):
+            return candidate
+    return None
+
+
+def _candidates(version: str) -> list[str]:
+    found = []
     on_path = shutil.which(f"python{version}")
     if on_path:
-        return on_path
+        found.append(on_path)
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     installed = sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"),
                        key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.parent.name)])
-    if installed:
-        return str(installed[-1])
+    found.extend(str(path) for path in reversed(installed))
     if shutil.which("uv"):
-        found = subprocess.run(["uv", "python", "find", "--no-python-downloads", version],
-                               capture_output=True, text=True)
-        if found.returncode == 0 and found.stdout.strip():
-            return found.stdout.strip()
-    return None
+        uv = subprocess.run(["uv", "python", "find", "--no-python-downloads", version],
+                            capture_output=True, text=True)
+        if uv.returncode == 0 and uv.stdout.strip():
+            found.append(uv.stdout.strip())
+    return found
+
+
+def _runs_as(interpreter: str, version: str) -> bool:
+    """True when `interpreter` starts and reports major.minor == version."""
+    try:
+        probe = subprocess.run([interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0 and probe.stdout.strip() == version
 
 
 def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
