@@ -241,6 +241,25 @@ def test_httpbin():
             assert json.loads(response.read())["args"] == {"x": "1"}
 
 
+def test_httpbin_speaks_http_1_1_like_httpbin_org():
+    # requests 0.14's tests read "Connection: keep-alive" back and post file bodies chunked
+    import http.client
+
+    connection = http.client.HTTPConnection("httpbin.org", 80, timeout=10)
+    connection.request("GET", "/get")
+    response = connection.getresponse()
+    response.read()
+    assert response.getheader("Connection").lower() == "keep-alive"
+    connection.putrequest("POST", "/post")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.putheader("Content-Type", "application/octet-stream")
+    connection.endheaders()
+    connection.send(b"5\\r\\nhello\\r\\n0\\r\\n\\r\\n")
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read())["data"] == "hello"
+
+
 def test_outside_addresses_hang_until_their_timeout():
     # requests' connect-timeout tests rely on an unanswered address timing out, not on "network unreachable"
     start = time.monotonic()
@@ -263,7 +282,8 @@ def test_other_names_do_not_resolve():
 '''
 
 HTTPBIN_TESTS = [f"test_httpbin.py::{name}" for name in (
-    "test_httpbin", "test_outside_addresses_hang_until_their_timeout", "test_other_names_do_not_resolve")]
+    "test_httpbin", "test_httpbin_speaks_http_1_1_like_httpbin_org", "test_outside_addresses_hang_until_their_timeout",
+    "test_other_names_do_not_resolve")]
 
 
 def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, tmp_path, monkeypatch):
@@ -291,6 +311,7 @@ def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, t
     assert gold.resolved, gold.log[-3000:]
     assert gold.report["tests_status"]["PASS_TO_PASS"]["success"] == ["test_requests.py::test_one", *HTTPBIN_TESTS]
     assert {name: Path(name).read_text() for name in host_files} == host_files
+    assert not list((tmp_path / "cache").rglob("swelab-eval-tmp-*"))  # the evaluation's TMPDIR is gone
 
 
 def _offline_steps(row, python, env, requirements_file, source):

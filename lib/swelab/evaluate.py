@@ -95,6 +95,10 @@ def run_eval_script(worktree: Path, script: str, env: dict, timeout_s: float) ->
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False, dir=worktree.parent) as handle:
         handle.write(script)
         script_path = handle.name
+    # The evaluation's own TMPDIR (stand-ins' files, private /etc files, the tests' own temp files): removed
+    # afterwards even when the run is killed at its timeout.
+    scratch = tempfile.mkdtemp(prefix="swelab-eval-tmp-", dir=worktree.parent)
+    env = {**env, "TMPDIR": scratch}
     command = ["bash", script_path]
     if _can_unshare_net():
         # Own network namespace (loopback only) and own mount namespace (a stand-in's private /etc/hosts).
@@ -115,6 +119,7 @@ def run_eval_script(worktree: Path, script: str, env: dict, timeout_s: float) ->
         return out.decode("utf-8", errors="replace"), timed_out
     finally:
         Path(script_path).unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _kill_group(pgid: int) -> None:

@@ -22,10 +22,9 @@ import datetime
 import ipaddress
 import shlex
 import socket
-import ssl
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -122,26 +121,28 @@ def write_trust(trust_dir: Path, ca_pem: bytes) -> Path:
     return bundle
 
 
-def serve_httpbin(trust_dir: Path, http_port: int = HTTP_PORT, https_port: int = HTTPS_PORT) -> None:
-    """Serve httpbin on 127.0.0.1 over HTTP and HTTPS until killed; write the trust module to `trust_dir`."""
-    import logging
+def serve_httpbin(trust_dir: Path, http_port: int = HTTP_PORT, https_port: int = HTTPS_PORT) -> int:
+    """Serve httpbin on 127.0.0.1 over HTTP and HTTPS until killed; write the trust module to `trust_dir`.
 
-    from httpbin import app
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="swelab-standin-") as folder:
-        ca, cert, key = make_certificate(HTTPBIN_HOSTS, Path(folder))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        write_trust(trust_dir, ca.read_bytes())
-        servers = [make_server("127.0.0.1", http_port, app, threaded=True),
-                   make_server("127.0.0.1", https_port, app, threaded=True, ssl_context=context)]
-    threads = [threading.Thread(target=server.serve_forever, daemon=True) for server in servers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    Served by gunicorn, as httpbin.org is: HTTP/1.1 with persistent connections (requests' keep-alive tests
+    read the Connection header back) and chunked request bodies, which httpbin refuses (501) under any
+    other server. One gunicorn per port, because gunicorn's TLS settings cover every address it binds."""
+    folder = Path(tempfile.mkdtemp(prefix="swelab-standin-"))  # inside the evaluation's own TMPDIR
+    ca, cert, key = make_certificate(HTTPBIN_HOSTS, folder)
+    write_trust(trust_dir, ca.read_bytes())
+    gunicorn = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "16",
+                "--keep-alive", "30", "--log-level", "warning", "httpbin:app"]
+    servers = [
+        subprocess.Popen([*gunicorn, "--bind", f"127.0.0.1:{http_port}"]),
+        subprocess.Popen([*gunicorn, "--bind", f"127.0.0.1:{https_port}", "--certfile", str(cert),
+                          "--keyfile", str(key)]),
+    ]
+    while all(server.poll() is None for server in servers):
+        time.sleep(0.2)
+    for server in servers:  # one of them stopped: stop the other, so `wait` does not hang on half a stand-in
+        if server.poll() is None:
+            server.terminate()
+    return max(server.wait() for server in servers)
 
 
 def wait_for(port: int, timeout_s: float) -> bool:
@@ -167,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "httpbin":
         if args.trust_dir is None:
             parser.error("httpbin needs --trust-dir")
-        serve_httpbin(args.trust_dir, args.http_port, args.https_port)
-        return 0
+        return serve_httpbin(args.trust_dir, args.http_port, args.https_port)
     for port in args.port or [HTTP_PORT]:
         if not wait_for(port, args.timeout):
             print(f"stand-in on 127.0.0.1:{port} did not start within {args.timeout:.0f} s", file=sys.stderr)

@@ -1,0 +1,143 @@
+"""Exercise the local backend on real psf/requests and pallets/flask code where GitHub is out of reach.
+
+Not a test (pytest does not collect it) and not the official reproduction: that needs each row's exact
+base commit. Here each Lite row's repository is stood in by the PyPI source release nearest its base commit
+(the newest one before the row was created, else the first after it, whichever both the test patch and the
+gold patch apply to), made into a one-commit git repository and handed to the local backend through
+`repo_sources`. Gold and no-patch runs are then graded by swebench as usual, and every listed test whose
+outcome differs from what the official verdict implies (gold: every FAIL_TO_PASS and PASS_TO_PASS test
+passes; no patch: some FAIL_TO_PASS test fails) is printed, so what is left can be read as code drift
+between the release and the base commit, or as an environment fault of ours.
+
+    .venv/bin/python tests/near_base_check.py ../shared/data/swe-bench-lite-test.jsonl [INSTANCE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from swelab import dataset, recipes
+from swelab.evaluate import evaluate_local
+from swelab.workspace import Workspace
+
+PYPI_NAMES = {"psf/requests": "requests", "pallets/flask": "flask"}
+SIMPLE = "https://pypi.org/simple/{name}/"
+
+
+def source_releases(name: str) -> list[tuple[str, str, str]]:
+    """(upload time, file name, URL) of every final source release on PyPI, oldest first."""
+    request = urllib.request.Request(SIMPLE.format(name=name),
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    found = []
+    for item in files:
+        filename = item["filename"]
+        version = filename[len(name) + 1: -len(".tar.gz")] if filename.endswith(".tar.gz") else ""
+        if version and all(part.isdigit() for part in version.split(".")) and item.get("upload-time"):
+            found.append((item["upload-time"], filename, item["url"]))
+    return sorted(found)
+
+
+def repository_from(url: str, folder: Path) -> tuple[Path, str]:
+    """Download a source release and commit it as a one-commit repository; returns (path, commit)."""
+    archive = folder / url.rsplit("/", 1)[-1]
+    if not archive.exists():
+        urllib.request.urlretrieve(url, archive)
+    repo = folder / archive.name.removesuffix(".tar.gz")
+    if not (repo / ".git").exists():
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+        for generated in [repo / "PKG-INFO", *repo.glob("*.egg-info"), *repo.glob("src/*.egg-info")]:
+            shutil.rmtree(generated) if generated.is_dir() else generated.unlink()
+        env = {"GIT_AUTHOR_NAME": "sdist", "GIT_AUTHOR_EMAIL": "sdist@pypi", "GIT_COMMITTER_NAME": "sdist",
+               "GIT_COMMITTER_EMAIL": "sdist@pypi", "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z",
+               "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z", "PATH": "/usr/bin:/bin"}
+        for argv in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", archive.name]):
+            subprocess.run(argv, cwd=repo, env=env, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+    return repo, commit.stdout.strip()
+
+
+def applies(repo: Path, *patches: str) -> bool:
+    return all(
+        subprocess.run(["git", "apply", "--check", "-"], cwd=repo, input=patch, text=True,
+                       capture_output=True).returncode == 0
+        for patch in patches
+    )
+
+
+def nearest_release(row: dict, folder: Path) -> tuple[str, Path, str] | None:
+    """The release the row's patches apply to: newest before the row's creation first, then first after."""
+    releases = source_releases(PYPI_NAMES[row["repo"]])
+    created = row["created_at"][:19].replace(" ", "T")
+    before = [r for r in releases if r[0] < created][::-1][:3]
+    after = [r for r in releases if r[0] >= created][:3]
+    for _, filename, url in before + after:
+        repo, commit = repository_from(url, folder)
+        if applies(repo, row["test_patch"], row["patch"]):
+            return filename, repo, commit
+    return None
+
+
+def disagreements(report: dict, gold: bool) -> list[str]:
+    status = report.get("tests_status", {})
+    failed_f2p = status.get("FAIL_TO_PASS", {}).get("failure", [])
+    failed_p2p = status.get("PASS_TO_PASS", {}).get("failure", [])
+    if gold:
+        return [f"F2P {t}" for t in failed_f2p] + [f"P2P {t}" for t in failed_p2p]
+    notes = [] if failed_f2p else ["every FAIL_TO_PASS test passes without the fix (non-discriminating here)"]
+    return notes + [f"P2P {t}" for t in failed_p2p]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", help="a SWE-bench dataset file in the original schema")
+    parser.add_argument("instances", nargs="*", help="default: every requests and flask row")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "swelab-near-base")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in dataset.load_instances(args.dataset) if r["repo"] in PYPI_NAMES]
+    if args.instances:
+        rows = [r for r in rows if r["instance_id"] in args.instances]
+    print("| instance | version | stood in by | gold resolved | no patch resolved | disagreements |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        ok, why = recipes.supported(row)
+        if not ok:
+            print(f"| {row['instance_id']} | {row['version']} | — | refused: {why} | | |")
+            continue
+        found = nearest_release(row, args.work)
+        if found is None:
+            print(f"| {row['instance_id']} | {row['version']} | no release takes both patches | | | |")
+            continue
+        filename, repo, commit = found
+        stand_in = dict(row, base_commit=commit, environment_setup_commit=commit)
+        workspace = Workspace(cache_dir=args.work / "cache", repo_sources={row["repo"]: str(repo)})
+        start = time.monotonic()
+        try:
+            gold = evaluate_local(stand_in, row["patch"], workspace, timeout_s=900)
+            empty = evaluate_local(stand_in, "", workspace, timeout_s=900)
+        except Exception as error:  # noqa: BLE001 - one row's failure is reported, the others still run
+            print(f"| {row['instance_id']} | {row['version']} | {filename} | error: {error} | | |")
+            continue
+        (args.work / f"{row['instance_id']}.gold.log").write_text(gold.log)
+        (args.work / f"{row['instance_id']}.empty.log").write_text(empty.log)
+        notes = [f"gold: {d}" for d in disagreements(gold.report, True)]
+        notes += [f"no patch: {d}" for d in disagreements(empty.report, False)]
+        print(f"| {row['instance_id']} | {row['version']} | {filename} | {gold.resolved} | {empty.resolved} | "
+              f"{'; '.join(notes) or 'none'} ({time.monotonic() - start:.0f} s) |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
