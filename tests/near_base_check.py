@@ -89,14 +89,20 @@ def nearest_release(row: dict, folder: Path) -> tuple[str, Path, str] | None:
     return None
 
 
-def disagreements(report: dict, gold: bool) -> list[str]:
-    status = report.get("tests_status", {})
+def disagreements(verdict, gold: bool) -> list[str]:
+    status = verdict.report.get("tests_status", {})
+
+    def named(kind: str, test: str) -> str:
+        # swebench counts a test missing from the log as failed: here that means the release lacks it
+        ran = test in verdict.log or test.split("::", 1)[-1].replace("::", ".") in verdict.log
+        return f"{kind} {test}" + ("" if ran else " (not in this release)")
+
     failed_f2p = status.get("FAIL_TO_PASS", {}).get("failure", [])
-    failed_p2p = status.get("PASS_TO_PASS", {}).get("failure", [])
+    failed_p2p = [named("P2P", t) for t in status.get("PASS_TO_PASS", {}).get("failure", [])]
     if gold:
-        return [f"F2P {t}" for t in failed_f2p] + [f"P2P {t}" for t in failed_p2p]
+        return [named("F2P", t) for t in failed_f2p] + failed_p2p
     notes = [] if failed_f2p else ["every FAIL_TO_PASS test passes without the fix (non-discriminating here)"]
-    return notes + [f"P2P {t}" for t in failed_p2p]
+    return notes + failed_p2p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         (args.work / f"{row['instance_id']}.gold.log").write_text(gold.log)
         (args.work / f"{row['instance_id']}.empty.log").write_text(empty.log)
-        notes = [f"gold: {d}" for d in disagreements(gold.report, True)]
-        notes += [f"no patch: {d}" for d in disagreements(empty.report, False)]
+        notes = [f"gold: {d}" for d in disagreements(gold, True)]
+        notes += [f"no patch: {d}" for d in disagreements(empty, False)]
         print(f"| {row['instance_id']} | {row['version']} | {filename} | {gold.resolved} | {empty.resolved} | "
               f"{'; '.join(notes) or 'none'} ({time.monotonic() - start:.0f} s) |", flush=True)
     return 0

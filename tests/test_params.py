@@ -82,3 +82,10 @@ def test_the_committed_demo_params_load():
     params = load_params("params/demo.yaml", environ={})
     assert {m.kind for m in params.models} >= {"gold", "empty"}
     assert params.dataset.source == "minibench"
+
+
+@pytest.mark.parametrize("name", ["i1", "i2", "i3", "i4", "lite_local_check"])
+def test_every_committed_run_params_file_loads(name):
+    params = load_params(f"params/{name}.yaml", environ={})
+    assert params.models and params.instances
+    assert params.run_id.startswith(params.name)
