@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml
 # Debian packages the sandbox and the report test need; installed when missing and root, else explained.
 system-deps:
 	@bash tests/ensure_bwrap.sh
+	@command -v ip >/dev/null || bash tests/apt_install.sh iproute2  # the evaluation namespace's routes
 	@bash tests/ensure_chromium.sh
 
 demo: install
