@@ -8,6 +8,8 @@ It also answers ThunderAgent's control routes (/programs/release, /programs, /pr
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -40,6 +42,12 @@ def truncated() -> Reply:
     return {"kind": "truncated"}
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default accept queue is 5: too short for 16 clients at once, where a real server
+    # (uvicorn: 2048) would not reset connections; the drop_releases switch stands in for that on purpose.
+    request_queue_size = 128
+
+
 class FakeOpenAIServer:
     def __init__(self, script: list[Reply] | None = None, *, default: Reply | None = None,
                  responder: Callable[[dict], Reply] | None = None, port: int = 0):
@@ -52,6 +60,7 @@ class FakeOpenAIServer:
         self.programs: dict[str, Any] = {"programs": []}
         self.profiles: dict[str, Any] = {"profiles": []}
         self.healthy = True
+        self.drop_releases = 0  # close this many release connections unanswered and unrecorded (a full queue)
         self.in_flight = 0
         self.max_in_flight = 0  # most chat requests being answered at once
         self._lock = threading.Lock()
@@ -73,7 +82,7 @@ class FakeOpenAIServer:
         return self.root + "/v1"
 
     def start(self) -> FakeOpenAIServer:
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), _make_handler(self))
+        server = _Server(("127.0.0.1", self._port), _make_handler(self))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -219,6 +228,13 @@ def _make_handler(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
 
         def do_POST(self) -> None:
+            if self.path == "/programs/release":
+                with fake._lock:
+                    drop, fake.drop_releases = fake.drop_releases > 0, max(0, fake.drop_releases - 1)
+                if drop:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return  # closed with a reset, before reading or recording anything
             body = self._read_body()
             request = {"method": "POST", "path": self.path, "headers": self._headers(), "body": body}
             fake._record(request)

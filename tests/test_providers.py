@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -369,3 +371,29 @@ def test_openrouter_cost_is_recorded(server, tmp_path, monkeypatch):
         client.complete([{"role": "user", "content": "hi"}])
     assert server.chat_requests()[0]["body"]["usage"] == {"include": True}
     assert read_calls(tmp_path)[0]["cost_usd"] == pytest.approx(0.0012)
+
+
+def test_a_release_whose_connection_is_reset_is_sent_again(server, tmp_path):
+    # a router under load can reset a connection before reading it: the program must still be released
+    server.drop_releases = 2
+    cfg = model(server.base_url, provider="thunderagent")
+    with open_program(cfg, tmp_path, "inst", 1) as client:
+        client.complete([{"role": "user", "content": "hi"}])
+    assert server.releases == [program_id_for("org/fake-model", "inst", 1)]
+    assert client.release_status["ok"] is True
+    assert server.drop_releases == 0
+
+
+def test_a_release_answered_with_an_error_is_not_sent_again(server, tmp_path, monkeypatch):
+    cfg = model(server.base_url, provider="thunderagent")
+    sent = []
+
+    def failing_urlopen(request, timeout):
+        sent.append(request.full_url)
+        raise urllib.error.HTTPError(request.full_url, 503, "busy", {}, None)
+
+    with open_program(cfg, tmp_path, "inst", 1) as client:
+        client.complete([{"role": "user", "content": "hi"}])
+        monkeypatch.setattr(urllib.request, "urlopen", failing_urlopen)
+    assert len(sent) == 1 and sent[0].endswith("/programs/release")
+    assert client.release_status == {"ok": False, "message": "HTTP 503"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,23 +31,45 @@ def program_id_for(model_name: str, instance_id: str, attempt: int) -> str:
 
 
 def release_program(endpoint: Endpoint, program_id: str, model_name: str = "?") -> tuple[bool, str]:
-    """POST <base without /v1>/programs/release {"program_id": ...}; never raises (the attempt is over)."""
+    """POST <base without /v1>/programs/release {"program_id": ...}; never raises (the attempt is over).
+
+    A connection that ends with no answer (refused, reset: a router's full accept queue under load) is tried
+    again within RELEASE_TIMEOUT_S: a program left unreleased keeps its place in the router's scheduling,
+    while a second release of one the router did see only finds it gone. An HTTP answer, whatever its
+    status, is final; so is a timeout (the router may still be working on it)."""
     url = server_root(endpoint.base_url) + "/programs/release"
     body = json.dumps({"program_id": program_id}).encode()
     headers = {"Content-Type": "application/json"}
-    try:
-        key = read_api_key(endpoint, model_name)
-        if key != "EMPTY":
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=RELEASE_TIMEOUT_S) as response:
-            return True, f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        message = f"HTTP {exc.code}"
-    except Exception as exc:  # noqa: BLE001 - a failed release is logged, not fatal
-        message = one_line(redact(exc))
+    deadline = time.monotonic() + RELEASE_TIMEOUT_S
+    pause = 0.2
+    while True:
+        try:
+            key = read_api_key(endpoint, model_name)
+            if key != "EMPTY":
+                headers["Authorization"] = f"Bearer {key}"
+            request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            timeout = max(0.5, deadline - time.monotonic())
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return True, f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            message = f"HTTP {exc.code}"
+            break
+        except (ConnectionError, urllib.error.URLError) as exc:
+            message = one_line(redact(exc))
+            if time.monotonic() + pause >= deadline or not _never_answered(exc):
+                break
+            time.sleep(pause)
+            pause *= 2
+        except Exception as exc:  # noqa: BLE001 - a failed release is logged, not fatal
+            message = one_line(redact(exc))
+            break
     log.warning("release of program %s at %s failed: %s", program_id, url, message)
     return False, message
+
+
+def _never_answered(exc: BaseException) -> bool:
+    """True when the connection was refused, reset, broken or closed with no answer at all (not a timeout)."""
+    return isinstance(getattr(exc, "reason", exc), ConnectionError)  # RemoteDisconnected is one too
 
 
 @contextmanager
