@@ -33,6 +33,7 @@ def test_supported_pairs_and_reasons(monkeypatch):
     assert not ok and "django/django" in reason and "Docker" in reason
     ok, reason = recipes.supported(dict(lite("pallets__flask-4992"), version="9.9"))
     assert not ok and "version 9.9" in reason and "2.3" in reason
+    assert recipes.supported(lite("sympy__sympy-20212")) == (True, "")
     monkeypatch.setattr(recipes, "find_python", lambda version: None)
     ok, reason = recipes.supported(lite("psf__requests-2317"))
     assert not ok and "Python 3.9" in reason and "SWELAB_PYTHON_3_9" in reason
@@ -46,23 +47,34 @@ def test_transcribed_specs_match_swebench_4():
     requests = recipes.RECIPES[("psf/requests", "2.4")]
     assert (requests.python, requests.install, requests.test_cmd) == ("3.9", "python -m pip install .", "pytest -rA")
     assert requests.log_parser == "parse_log_requests" and flask.log_parser == "parse_log_flask"
+    sympy = recipes.RECIPES[("sympy/sympy", "1.7")]
+    assert (sympy.python, sympy.install, sympy.log_parser) == ("3.9", "python -m pip install -e .", "parse_log_sympy")
+    assert sympy.packages == ("mpmath", "flake8") and sympy.pip_packages == ("mpmath==1.3.0", "flake8-comprehensions")
+    assert sympy.test_cmd == "PYTHONWARNINGS='ignore::UserWarning,ignore::SyntaxWarning' bin/test -C --verbose"
+    newest = recipes.RECIPES[("sympy/sympy", "1.13")]
+    assert newest.requirements and newest.pip_packages == ("mpmath==1.3.0",) and not newest.packages
 
 
-def test_with_grading_fields_makes_a_5x_test_spec():
-    row = lite("psf__requests-2317")
-    graded = recipes.with_grading_fields(row)
-    spec = make_test_spec(graded)
-    assert spec.log_parser == "parse_log_requests" and spec.eval_type == "pass_and_fail"
-    script = spec.eval_script
-    assert script.index(">>>>> Start Test Output") < script.index("pytest -rA test_requests.py")
-    assert script.index("pytest -rA test_requests.py") < script.index(">>>>> End Test Output")
-    assert f"git checkout {row['base_commit']} test_requests.py" in script
-    assert row["test_patch"].strip() in script and "/testbed" not in script
-    docker = recipes.eval_script_for(row, target="docker")
-    assert "cd /testbed" in docker and "conda activate testbed" in docker and "python -m pip install ." in docker
-    assert graded["image"] == "swebench/sweb.eval.x86_64.psf_1776_requests-2317:latest"
-    with pytest.raises(RecipeError, match="django__django-12908: no local recipe"):
-        recipes.with_grading_fields(lite("django__django-12908"))
+def _grade_sympy_log(tmp: Path, zero: str) -> bool:
+    """Grade a bin/test log of sympy__sympy-20212 in which its FAIL_TO_PASS test ended with `zero`."""
+    row = lite("sympy__sympy-20212")
+    spec = make_test_spec(recipes.with_grading_fields(row))
+    tests = [("test_zero", zero), ("test_rational", "ok"), ("test_large_rational", "ok"), ("test_negative_real", "ok")]
+    body = "\n".join(f"{name} {status}" for name, status in tests)
+    log = tmp / f"{zero}.log"
+    log.write_text(f">>>>> Applied Patch (pred)\n>>>>> Start Test Output\n{body}\n>>>>> End Test Output\n")
+    prediction = {"instance_id": row["instance_id"], "model_name_or_path": "t", "model_patch": row["patch"]}
+    return get_eval_report(spec, prediction, str(log), include_tests_status=True)[row["instance_id"]]["resolved"]
+
+
+def test_a_sympy_row_runs_bin_test_and_grades_with_sympys_parser(tmp_path):
+    spec = make_test_spec(recipes.with_grading_fields(lite("sympy__sympy-20212")))
+    command = "bin/test -C --verbose sympy/core/tests/test_power.py"
+    assert spec.log_parser == "parse_log_sympy"
+    assert spec.eval_script.index(">>>>> Start Test Output") < spec.eval_script.index(command)
+    assert spec.eval_script.index(command) < spec.eval_script.index(">>>>> End Test Output")
+    assert _grade_sympy_log(tmp_path, "ok") is True
+    assert _grade_sympy_log(tmp_path, "F") is False
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -3,8 +3,8 @@
 swebench 5.x grades from fields each row carries (image, eval_script, log_parser, eval_type) and dropped
 the per-(repo, version) install specs that 4.x kept in `MAP_REPO_VERSION_TO_SPECS`. Rows in the original
 schema (e.g. ../shared/data/) lack those fields. For the pairs below we transcribed the 4.1.0 specs
-(swebench/harness/constants/python.py: SPECS_REQUESTS, SPECS_FLASK, TEST_PYTEST, MAP_REPO_TO_REQS_PATHS;
-log parsers from harness/log_parsers/python.py) and rebuild an official-shaped eval script (4.x
+(swebench/harness/constants/python.py: SPECS_REQUESTS, SPECS_FLASK, SPECS_SYMPY, TEST_PYTEST, TEST_SYMPY,
+MAP_REPO_TO_REQS_PATHS; log parsers from harness/log_parsers/python.py) and rebuild an official-shaped eval script (4.x
 make_eval_script_list_py): reset the test files, apply the test patch, the test command between the
 official markers, reset again. Anything else is refused by `supported` with a reason.
 
@@ -34,6 +34,7 @@ END_TEST_OUTPUT = ">>>>> End Test Output"
 HEREDOC = "EOF_114329324912"  # the delimiter 4.x used for the test patch
 NON_TEST_EXTS = (".json", ".png", "csv", ".txt", ".md", ".jpg", ".jpeg", ".pkl", ".yml", ".yaml", ".toml")
 TEST_PYTEST = "pytest -rA"  # 4.1.0 defines TEST_PYTEST twice; the second, effective value is this one
+TEST_SYMPY = "PYTHONWARNINGS='ignore::UserWarning,ignore::SyntaxWarning' bin/test -C --verbose"
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,10 @@ _FLASK_PINS = (
     "MarkupSafe==2.1.1",
     "Werkzeug==2.3.7",
 )
-REQS_PATHS = {"pallets/flask": ("requirements/dev.txt",)}
+REQS_PATHS = {  # 4.x MAP_REPO_TO_REQS_PATHS: the first that exists at the setup commit
+    "pallets/flask": ("requirements/dev.txt",),
+    "sympy/sympy": ("requirements-dev.txt", "requirements-test.txt"),
+}
 
 RECIPES: dict[tuple[str, str], Recipe] = {}
 for _v in (
@@ -111,6 +115,26 @@ for _v in ("2.2", "2.3", "3.0", "3.1"):
         pythonpath="src",
     )
 
+
+# 4.1.0 SPECS_SYMPY: conda "mpmath flake8" (here from PyPI), then the pinned pip packages.
+for _v in "0.7 1.0 1.1 1.2 1.4 1.5 1.6 1.7 1.8 1.9 1.10 1.11 1.12".split():
+    RECIPES[("sympy/sympy", _v)] = Recipe(
+        python="3.9",
+        packages=("mpmath", "flake8"),
+        pip_packages=("mpmath==1.3.0", "flake8-comprehensions"),
+        install="python -m pip install -e .",
+        test_cmd=TEST_SYMPY,
+        log_parser="parse_log_sympy",
+    )
+for _v in ("1.13", "1.14"):
+    RECIPES[("sympy/sympy", _v)] = Recipe(
+        python="3.9",
+        requirements=True,
+        pip_packages=("mpmath==1.3.0",),
+        install="python -m pip install -e .",
+        test_cmd=TEST_SYMPY,
+        log_parser="parse_log_sympy",
+    )
 
 class RecipeError(RuntimeError):
     """No recipe for a row, or an environment that could not be built; the message names the instance."""
