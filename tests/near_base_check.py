@@ -1,4 +1,5 @@
-"""Exercise the local backend on real psf/requests, pallets/flask and sympy code where GitHub is out of reach.
+"""Exercise the local backend on real psf/requests, pallets/flask, sympy and pylint code where GitHub
+is out of reach.
 
 Not a test (pytest does not collect it) and not the official reproduction: that needs each row's exact
 base commit. Here each Lite row's repository is stood in by the PyPI source release nearest its base commit
@@ -29,7 +30,9 @@ from swelab import dataset, recipes
 from swelab.evaluate import evaluate_local
 from swelab.workspace import Workspace
 
-PYPI_NAMES = {"psf/requests": "requests", "pallets/flask": "flask", "sympy/sympy": "sympy"}
+PYPI_NAMES = {
+    "psf/requests": "requests", "pallets/flask": "flask", "sympy/sympy": "sympy", "pylint-dev/pylint": "pylint",
+}
 # sympy's source releases leave out bin/test, the runner its eval script calls; this is the part of it that
 # matters here (-C turns the cache off before sympy is imported, --verbose prints one line per test).
 SYMPY_BIN_TEST = """#!/usr/bin/env python
@@ -129,7 +132,7 @@ def disagreements(verdict, gold: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="a SWE-bench dataset file in the original schema")
-    parser.add_argument("instances", nargs="*", help="default: every requests, flask and sympy row")
+    parser.add_argument("instances", nargs="*", help="default: every requests, flask, sympy, pylint row")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "swelab-near-base")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)

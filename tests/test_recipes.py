@@ -53,6 +53,12 @@ def test_transcribed_specs_match_swebench_4():
     assert sympy.test_cmd == "PYTHONWARNINGS='ignore::UserWarning,ignore::SyntaxWarning' bin/test -C --verbose"
     newest = recipes.RECIPES[("sympy/sympy", "1.13")]
     assert newest.requirements and newest.pip_packages == ("mpmath==1.3.0",) and not newest.packages
+    pylint = recipes.RECIPES[("pylint-dev/pylint", "2.15")]
+    assert (pylint.python, pylint.requirements, pylint.pip_packages) == ("3.9", True, ())
+    assert pylint.log_parser == "parse_log_pylint"
+    assert recipes.REQS_PATHS["pylint-dev/pylint"] == ("requirements_test.txt",)
+    assert recipes.RECIPES[("pylint-dev/pylint", "3.0")].pip_packages == ("astroid==3.0.0a6", "setuptools")
+    assert ("pylint-dev/pylint", "2.8") not in recipes.RECIPES  # needs Debian packages at build time
 
 
 def _grade_sympy_log(tmp: Path, zero: str) -> bool:

@@ -1,11 +1,11 @@
 """Environment recipes for old-schema SWE-bench rows, so the local backend can run real repos without Docker.
 
-swebench 5.x grades from fields each row carries (image, eval_script, log_parser, eval_type) and dropped
-the per-(repo, version) install specs that 4.x kept in `MAP_REPO_VERSION_TO_SPECS`. Rows in the original
-schema (e.g. ../shared/data/) lack those fields. For the pairs below we transcribed the 4.1.0 specs
-(swebench/harness/constants/python.py: SPECS_REQUESTS, SPECS_FLASK, SPECS_SYMPY, TEST_PYTEST, TEST_SYMPY,
-MAP_REPO_TO_REQS_PATHS; log parsers from harness/log_parsers/python.py) and rebuild an official-shaped eval script (4.x
-make_eval_script_list_py): reset the test files, apply the test patch, the test command between the
+swebench 5.x grades from fields each row carries (image, eval_script, log_parser, eval_type) and dropped the
+per-(repo, version) install specs that 4.x kept in `MAP_REPO_VERSION_TO_SPECS`. Rows in the original schema (e.g.
+../shared/data/) lack those fields. For the pairs below we transcribed the 4.1.0 specs
+(swebench/harness/constants/python.py: SPECS_REQUESTS, SPECS_FLASK, SPECS_SYMPY, SPECS_PYLINT, TEST_PYTEST,
+TEST_SYMPY, MAP_REPO_TO_REQS_PATHS; log parsers from harness/log_parsers/python.py) and rebuild an official-shaped
+eval script (4.x make_eval_script_list_py): reset the test files, apply the test patch, the test command between the
 official markers, reset again. Anything else is refused by `supported` with a reason.
 
 Two targets: "local" (our backend: runs in the worktree with the environment's bin first on PATH, the
@@ -71,6 +71,7 @@ _FLASK_PINS = (
 REQS_PATHS = {  # 4.x MAP_REPO_TO_REQS_PATHS: the first that exists at the setup commit
     "pallets/flask": ("requirements/dev.txt",),
     "sympy/sympy": ("requirements-dev.txt", "requirements-test.txt"),
+    "pylint-dev/pylint": ("requirements_test.txt",),
 }
 
 RECIPES: dict[tuple[str, str], Recipe] = {}
@@ -134,6 +135,17 @@ for _v in ("1.13", "1.14"):
         install="python -m pip install -e .",
         test_cmd=TEST_SYMPY,
         log_parser="parse_log_sympy",
+    )
+
+# 4.1.0 SPECS_PYLINT, but for 2.8, whose spell-checking tests need Debian packages (apt-get in its pre_install).
+for _v in "2.9 2.10 2.11 2.13 2.14 2.15 2.16 2.17 3.0 3.1 3.2 3.3 4.0".split():
+    RECIPES[("pylint-dev/pylint", _v)] = Recipe(
+        python="3.9",
+        requirements=True,
+        pip_packages=("astroid==3.0.0a6", "setuptools") if _v[0] in "34" else (),
+        install="python -m pip install -e .",
+        test_cmd=TEST_PYTEST,
+        log_parser="parse_log_pylint",  # 4.x MAP_REPO_TO_PARSER: pytest's output with parametrized options
     )
 
 class RecipeError(RuntimeError):
