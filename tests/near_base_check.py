@@ -1,5 +1,5 @@
-"""Exercise the local backend on real psf/requests, pallets/flask, sympy and pylint code where GitHub
-is out of reach.
+"""Exercise the local backend on real psf/requests, pallets/flask, sympy, pylint and django code where
+GitHub is out of reach.
 
 Not a test (pytest does not collect it) and not the official reproduction: that needs each row's exact
 base commit. Here each Lite row's repository is stood in by the PyPI source release nearest its base commit
@@ -16,6 +16,7 @@ between the release and the base commit, or as an environment fault of ours.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from swelab.workspace import Workspace
 
 PYPI_NAMES = {
     "psf/requests": "requests", "pallets/flask": "flask", "sympy/sympy": "sympy", "pylint-dev/pylint": "pylint",
+    "django/django": "django",
 }
 # sympy's source releases leave out bin/test, the runner its eval script calls; this is the part of it that
 # matters here (-C turns the cache off before sympy is imported, --verbose prints one line per test).
@@ -99,12 +101,24 @@ def applies(repo: Path, *patches: str) -> bool:
 
 
 def nearest_release(row: dict, folder: Path) -> tuple[str, Path, str] | None:
-    """The release the row's patches apply to: newest before the row's creation first, then first after."""
-    releases = source_releases(PYPI_NAMES[row["repo"]])
+    """The release the row's patches apply to: releases of the row's own version line first (nearest its
+    creation first), then the newest before its creation, then the first after."""
+    name = PYPI_NAMES[row["repo"]]
+    releases = source_releases(name)
     created = row["created_at"][:19].replace(" ", "T")
+
+    def line(filename: str) -> str:
+        return ".".join(filename[len(name) + 1: -len(".tar.gz")].split(".")[:2])
+
+    def distance(release: tuple[str, str, str]) -> float:
+        parse = datetime.datetime.fromisoformat
+        return abs((parse(release[0][:19]) - parse(created)).total_seconds())
+
+    same_line = sorted((r for r in releases if line(r[1]) == row["version"]), key=distance)[:3]
     before = [r for r in releases if r[0] < created][::-1][:3]
     after = [r for r in releases if r[0] >= created][:3]
-    for _, filename, url in before + after:
+    candidates = list(dict.fromkeys(same_line + before + after))
+    for _, filename, url in candidates:
         repo, commit = repository_from(url, folder)
         if applies(repo, row["test_patch"], row["patch"]):
             return filename, repo, commit
@@ -132,7 +146,7 @@ def disagreements(verdict, gold: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="a SWE-bench dataset file in the original schema")
-    parser.add_argument("instances", nargs="*", help="default: every requests, flask, sympy, pylint row")
+    parser.add_argument("instances", nargs="*", help="default: every row of those repositories")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "swelab-near-base")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)

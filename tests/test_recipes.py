@@ -29,8 +29,9 @@ def test_supported_pairs_and_reasons(monkeypatch):
     monkeypatch.setattr(recipes, "find_python", lambda version: "/usr/bin/python" + version)
     assert recipes.supported(lite("psf__requests-2317")) == (True, "")
     assert recipes.supported(lite("pallets__flask-4992")) == (True, "")
-    ok, reason = recipes.supported(lite("django__django-12908"))
-    assert not ok and "django/django" in reason and "Docker" in reason
+    assert recipes.supported(lite("django__django-12908")) == (True, "")
+    ok, reason = recipes.supported(lite("astropy__astropy-12907"))
+    assert not ok and "astropy/astropy" in reason and "Docker" in reason
     ok, reason = recipes.supported(dict(lite("pallets__flask-4992"), version="9.9"))
     assert not ok and "version 9.9" in reason and "2.3" in reason
     assert recipes.supported(lite("sympy__sympy-20212")) == (True, "")
@@ -59,6 +60,55 @@ def test_transcribed_specs_match_swebench_4():
     assert recipes.REQS_PATHS["pylint-dev/pylint"] == ("requirements_test.txt",)
     assert recipes.RECIPES[("pylint-dev/pylint", "3.0")].pip_packages == ("astroid==3.0.0a6", "setuptools")
     assert ("pylint-dev/pylint", "2.8") not in recipes.RECIPES  # needs Debian packages at build time
+
+
+def test_with_grading_fields_makes_a_5x_test_spec():
+    row = lite("psf__requests-2317")
+    graded = recipes.with_grading_fields(row)
+    spec = make_test_spec(graded)
+    assert spec.log_parser == "parse_log_requests" and spec.eval_type == "pass_and_fail"
+    script = spec.eval_script
+    assert script.index(">>>>> Start Test Output") < script.index("pytest -rA test_requests.py")
+    assert script.index("pytest -rA test_requests.py") < script.index(">>>>> End Test Output")
+    assert f"git checkout {row['base_commit']} test_requests.py" in script
+    assert row["test_patch"].strip() in script and "/testbed" not in script
+    docker = recipes.eval_script_for(row, target="docker")
+    assert "cd /testbed" in docker and "conda activate testbed" in docker and "python -m pip install ." in docker
+    assert graded["image"] == "swebench/sweb.eval.x86_64.psf_1776_requests-2317:latest"
+    with pytest.raises(RecipeError, match="astropy__astropy-12907: no local recipe"):
+        recipes.with_grading_fields(lite("astropy__astropy-12907"))
+
+def test_django_rows_run_runtests_with_module_names_and_the_locale_exports():
+    row = lite("django__django-12908")  # 3.2: Python 3.6 and an en_US.UTF-8 locale
+    local = recipes.eval_script_for(row)
+    assert "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parallel 1 queries.test_qs_combinators" in local
+    assert "export LC_ALL=en_US.UTF-8" in local and "locale-gen" not in local  # the machine is not changed
+    docker = recipes.eval_script_for(row, target="docker")
+    assert "sed -i '/en_US.UTF-8/s/^# //g' /etc/locale.gen && locale-gen" in docker
+    assert docker.index("locale-gen") < docker.index("git status")
+    django_4_2 = recipes.RECIPES[("django/django", "4.2")]
+    assert django_4_2.python == "3.9" and not django_4_2.locale
+    spec = make_test_spec(recipes.with_grading_fields(lite("django__django-16046")))
+    assert spec.log_parser == "parse_log_django" and "export LANG" not in spec.eval_script
+
+
+def test_old_pythons_get_a_pip_they_can_run_and_a_missing_locale_is_built(monkeypatch, tmp_path):
+    row = lite("django__django-12908")
+    monkeypatch.setattr(recipes, "locale_installed", lambda name: False)
+    steps = [argv for argv, _ in recipes.environment_steps(row, "/py3.6", tmp_path / "env", None, tmp_path)]
+    pip = [str(tmp_path / "env" / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    assert steps[1] == [*pip, "--upgrade", "pip<22"] and steps[2] == [*pip, "wheel"]
+    assert steps[-1] == ["localedef", "-i", "en_US", "-f", "UTF-8", str(tmp_path / "env" / "locale" / "en_US.UTF-8")]
+    monkeypatch.setattr(recipes, "locale_installed", lambda name: True)
+    steps = [argv for argv, _ in recipes.environment_steps(row, "/py3.6", tmp_path / "env", None, tmp_path)]
+    assert steps[-1][0] != "localedef"
+    newer = recipes.environment_steps(lite("django__django-16046"), "/py3.9", tmp_path, None, tmp_path)
+    assert newer[1][0][-2:] == ["--upgrade", "pip"]  # the newest pip, where the Python runs it
+
+
+def test_locale_installed_reads_locale_a():
+    assert recipes.locale_installed("POSIX")  # glibc always lists it
+    assert not recipes.locale_installed("xx_NOWHERE.UTF-8")
 
 
 def _grade_sympy_log(tmp: Path, zero: str) -> bool:
@@ -200,8 +250,8 @@ def test_build_environment_runs_the_steps_in_order(swe_repo, tmp_path, monkeypat
     recipes.build_environment(row, env, workspace, runner=runner)
     pips = [argv[argv.index("install") + 1 :] for argv, _, _ in seen if "install" in argv]
     assert seen[0][0][1:3] == ["-m", "venv"]
-    assert pips[0][-1] == "wheel"  # wheel first
-    assert "Werkzeug==2.3.7" in pips[1]
+    assert pips[0][-2:] == ["--upgrade", "pip"] and pips[1][-1] == "wheel"  # a recent pip, then wheel first
+    assert "Werkzeug==2.3.7" in pips[2]
     assert [r for _, _, r in seen if r] == ["pytest==7.3.1\n"]
     assert seen[-1][0][-2:] == ["-e", "."] and seen[-1][1] == env / "setup-src"
     assert (env / "setup-src" / "requirements" / "dev.txt").exists()

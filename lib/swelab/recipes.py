@@ -15,6 +15,7 @@ image layout: /testbed and the conda env "testbed").
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,12 @@ HEREDOC = "EOF_114329324912"  # the delimiter 4.x used for the test patch
 NON_TEST_EXTS = (".json", ".png", "csv", ".txt", ".md", ".jpg", ".jpeg", ".pkl", ".yml", ".yaml", ".toml")
 TEST_PYTEST = "pytest -rA"  # 4.1.0 defines TEST_PYTEST twice; the second, effective value is this one
 TEST_SYMPY = "PYTHONWARNINGS='ignore::UserWarning,ignore::SyntaxWarning' bin/test -C --verbose"
+TEST_DJANGO = "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parallel 1"
+# Every environment first gets the newest pip its Python can run (a conda env, as the official images use,
+# comes with a recent one): a venv's bundled pip is as old as the interpreter (18.1 on 3.6, 23.0 on 3.8), and
+# old pips install wheels built for newer Pythons when an index gives no Requires-Python (a local mirror or a
+# find-links folder may not), or backtrack for many minutes over a requirements file like Django's.
+PIP_FOR_PYTHON = {"3.5": "pip<21", "3.6": "pip<22", "3.7": "pip<24.1", "3.8": "pip<25.1"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class Recipe:
     pythonpath: str = "."  # where the tests import the package from, relative to the worktree (local target)
     eval_type: str = "pass_and_fail"
     services: tuple[str, ...] = ()  # network services the tests call, stood in locally (swelab.standins)
+    eval_commands: tuple[str, ...] = ()  # 4.x "eval_commands": run before the tests (locale exports, ...)
+    locale: str | None = None  # a locale the tests need; built into the environment when the machine lacks it
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -72,6 +81,7 @@ REQS_PATHS = {  # 4.x MAP_REPO_TO_REQS_PATHS: the first that exists at the setup
     "pallets/flask": ("requirements/dev.txt",),
     "sympy/sympy": ("requirements-dev.txt", "requirements-test.txt"),
     "pylint-dev/pylint": ("requirements_test.txt",),
+    "django/django": ("tests/requirements/py3.txt",),
 }
 
 RECIPES: dict[tuple[str, str], Recipe] = {}
@@ -146,6 +156,22 @@ for _v in "2.9 2.10 2.11 2.13 2.14 2.15 2.16 2.17 3.0 3.1 3.2 3.3 4.0".split():
         install="python -m pip install -e .",
         test_cmd=TEST_PYTEST,
         log_parser="parse_log_pylint",  # 4.x MAP_REPO_TO_PARSER: pytest's output with parametrized options
+    )
+
+# 4.1.0 SPECS_DJANGO for the versions in SWE-bench (3.0-5.2); 1.x/2.x install with setup.py and Python 3.5.
+_DJANGO_LOCALE = ("export LANG=en_US.UTF-8", "export LANGUAGE=en_US:en", "export LC_ALL=en_US.UTF-8")
+for _v, _python in (("3.0", "3.6"), ("3.1", "3.6"), ("3.2", "3.6"), ("4.0", "3.8"), ("4.1", "3.9"), ("4.2", "3.9"),
+                    ("5.0", "3.11"), ("5.1", "3.11"), ("5.2", "3.11")):
+    RECIPES[("django/django", _v)] = Recipe(
+        python=_python,
+        requirements=True,
+        install="python -m pip install -e .",
+        test_cmd=TEST_DJANGO,
+        log_parser="parse_log_django",
+        eval_commands=(
+            ("sed -i '/en_US.UTF-8/s/^# //g' /etc/locale.gen && locale-gen", *_DJANGO_LOCALE) if _v[0] == "3" else ()
+        ),
+        locale="en_US.UTF-8" if _v[0] == "3" else None,
     )
 
 class RecipeError(RuntimeError):
@@ -233,9 +259,13 @@ def modified_files(patch: str) -> list[str]:
 
 
 def test_directives(row: dict) -> list[str]:
-    """The test files the test patch touches, minus data files (4.x get_test_directives, non-django)."""
+    """The test files the test patch touches, minus data files (4.x get_test_directives); for Django, as the
+    module names its runtests.py takes (tests/a/b.py -> a.b)."""
     paths = re.findall(r"diff --git a/.* b/(.*)", row["test_patch"])
-    return [p for p in paths if not any(p.endswith(ext) for ext in NON_TEST_EXTS)]
+    paths = [p for p in paths if not any(p.endswith(ext) for ext in NON_TEST_EXTS)]
+    if row["repo"] == "django/django":
+        paths = [p.removesuffix(".py").removeprefix("tests/").replace("/", ".") for p in paths]
+    return paths
 
 
 def eval_script_for(row: dict, target: str = "local") -> str:
@@ -252,6 +282,7 @@ def eval_script_for(row: dict, target: str = "local") -> str:
             "source /opt/miniconda3/bin/activate",
             "conda activate testbed",
             "cd /testbed",
+            *recipe.eval_commands,
             "git config --global --add safe.directory /testbed",
             "cd /testbed",
             "git status",
@@ -270,6 +301,9 @@ def eval_script_for(row: dict, target: str = "local") -> str:
             "git show --stat",
             f"git -c core.fileMode=false diff {base}",
             f"export PYTHONPATH={where}${{PYTHONPATH:+:$PYTHONPATH}}",
+            # only the exports: the rest would change the machine (/etc/locale.gen); the environment carries
+            # the locale instead (LOCPATH, see build_environment)
+            *(command for command in recipe.eval_commands if command.startswith("export ")),
         ]
     lines += [
         reset,
@@ -332,14 +366,17 @@ def read_requirements(mirror: Path, commit: str, repo: str) -> str:
 
 
 def environment_steps(row: dict, python: str, env: Path, requirements_file: Path | None, source: Path) -> list:
-    """The commands that build a row's environment, in order: venv, wheel, packages, requirements, install.
+    """The commands that build a row's environment, in order: venv, (pip), wheel, packages, requirements,
+    install, (locale).
 
     Each step is (argv, cwd). `source` is a checkout of the environment setup commit (the install command
     needs the project's metadata; the tests later import the worktree's code via PYTHONPATH).
     """
     recipe = recipe_for(row)
     pip = [str(env / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    steps: list[tuple[list[str], Path | None]] = [([python, "-m", "venv", str(env)], None), ([*pip, "wheel"], None)]
+    steps: list[tuple[list[str], Path | None]] = [([python, "-m", "venv", str(env)], None)]
+    steps.append(([*pip, "--upgrade", PIP_FOR_PYTHON.get(recipe.python, "pip")], None))
+    steps.append(([*pip, "wheel"], None))
     if recipe.packages:
         steps.append(([*pip, *recipe.packages], None))
     if recipe.pip_packages:
@@ -350,7 +387,19 @@ def environment_steps(row: dict, python: str, env: Path, requirements_file: Path
     if install[:3] == ["python", "-m", "pip"]:
         install = [str(env / "bin" / "python"), *install[1:]]
     steps.append((install, source))
+    if recipe.locale and not locale_installed(recipe.locale):
+        # built from the machine's locale sources into the environment, used through LOCPATH (no root needed)
+        language, charmap = recipe.locale.split(".")
+        steps.append((["mkdir", "-p", str(env / "locale")], None))
+        steps.append((["localedef", "-i", language, "-f", charmap, str(env / "locale" / recipe.locale)], None))
     return steps
+
+
+def locale_installed(name: str) -> bool:
+    """True when the machine has the locale (`locale -a` spells en_US.UTF-8 as en_US.utf8)."""
+    listed = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.split()
+    wanted = name.lower().replace("utf-8", "utf8")
+    return any(item.lower().replace("utf-8", "utf8") == wanted for item in listed)
 
 
 Runner = Callable[..., Any]
@@ -384,3 +433,5 @@ def build_environment(instance: dict, path: Path, workspace: Any, runner: Runner
                 raise RecipeError(
                     f"{instance['instance_id']}: environment step failed: {' '.join(argv)}: {tail[0][:300]}"
                 )
+    if (path / "locale").is_dir():
+        (path / "swelab-env.json").write_text(json.dumps({"LOCPATH": str(path / "locale")}))

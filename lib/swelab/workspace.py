@@ -6,6 +6,7 @@ One bare mirror per repo, one environment per (repo, version) built once and reu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -183,7 +184,12 @@ def environment_identity(instance: dict) -> str:
         import pytest
 
         return f"{PYTEST_VENV} {sys.executable} {Path(pytest.__file__).resolve().parent.parent}\n"
-    return f"recipe {instance['repo']} {instance['version']}\n"
+    from swelab import recipes
+
+    # the recipe itself too: a changed recipe (a pin, a step) rebuilds the environments made by the old one
+    recipe = recipes.RECIPES.get((instance["repo"], str(instance["version"])))
+    fingerprint = hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+    return f"recipe {instance['repo']} {instance['version']} {fingerprint}\n"
 
 
 def build_environment(instance: dict, path: Path, workspace: Workspace) -> None:
