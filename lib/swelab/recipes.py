@@ -97,35 +97,18 @@ for _v in (
         test_cmd=TEST_PYTEST,
         log_parser="parse_log_requests",
     )
-RECIPES[("pallets/flask", "2.0")] = Recipe(
-    python="3.9",
-    requirements=True,
-    install="python -m pip install -e .",
-    pip_packages=_FLASK_PINS_3_9,
-    test_cmd=TEST_PYTEST,
-    log_parser="parse_log_flask",
-    pythonpath="src",
-)
-RECIPES[("pallets/flask", "2.1")] = Recipe(
-    python="3.10",
-    requirements=True,
-    install="python -m pip install -e .",
-    pip_packages=_FLASK_PINS,
-    test_cmd=TEST_PYTEST,
-    log_parser="parse_log_flask",
-    pythonpath="src",
-)
-for _v in ("2.2", "2.3", "3.0", "3.1"):
+_FLASK_VERSIONS = [("2.0", "3.9", _FLASK_PINS_3_9), ("2.1", "3.10", _FLASK_PINS)]
+_FLASK_VERSIONS += [(v, "3.11", _FLASK_PINS) for v in ("2.2", "2.3", "3.0", "3.1")]
+for _v, _python, _pins in _FLASK_VERSIONS:
     RECIPES[("pallets/flask", _v)] = Recipe(
-        python="3.11",
+        python=_python,
         requirements=True,
         install="python -m pip install -e .",
-        pip_packages=_FLASK_PINS,
+        pip_packages=_pins,
         test_cmd=TEST_PYTEST,
         log_parser="parse_log_flask",
         pythonpath="src",
     )
-
 
 # 4.1.0 SPECS_SYMPY: conda "mpmath flake8" (here from PyPI), then the pinned pip packages.
 for _v in "0.7 1.0 1.1 1.2 1.4 1.5 1.6 1.7 1.8 1.9 1.10 1.11 1.12".split():
