@@ -427,3 +427,14 @@ def test_find_python_skips_candidates_that_do_not_run_as_the_version(tmp_path, m
     assert recipes.find_python("3.9") == str(real)
     monkeypatch.setenv("SWELAB_PYTHON_3_9", str(tmp_path / "bin" / "python3.9"))
     assert recipes.find_python("3.9") is None  # a configured interpreter that does not run is not used
+
+
+def test_a_changed_recipe_changes_the_environment_identity(monkeypatch):
+    from swelab.workspace import environment_identity
+
+    row = lite("pallets__flask-4992")
+    before = environment_identity(row)
+    assert environment_identity(dict(row, instance_id="pallets__flask-1")) == before  # per (repo, version)
+    changed = recipes.Recipe(**{**recipes.RECIPES[("pallets/flask", "2.3")].__dict__, "pip_packages": ("x==1",)})
+    monkeypatch.setitem(recipes.RECIPES, ("pallets/flask", "2.3"), changed)
+    assert environment_identity(row) != before  # so the environment built by the old recipe is rebuilt
