@@ -82,6 +82,21 @@ def make_ctx(tmp_path: Path, workspace: Workspace, model: str, timeout_s: float 
                           workspace=workspace)
 
 
+def run_scripted(turns: list, tmp_path: Path, workspace: Workspace, instance: dict, kind: str = "shell",
+                 **options: object) -> tuple:
+    """Run one attempt of the `kind` agent against a fake server that answers with `turns`;
+    returns (outcome, the chat requests it sent, its AttemptContext)."""
+    from swelab.agents.mini import MiniSweAgent
+    from swelab.agents.shell import ShellAgent
+
+    agent_class = MiniSweAgent if kind == "mini-swe-agent" else ShellAgent
+    with FakeOpenAIServer(turns, default=ok("should not be asked")) as server:
+        model = model_config(server, kind, **options)
+        ctx = make_ctx(tmp_path, workspace, model.name)
+        outcome = agent_class(model).run(instance, ctx)
+        return outcome, server.chat_requests(), ctx
+
+
 def assert_applies_and_fixes(repo: Path, base: str, patch: str, tmp_path: Path) -> None:
     """The patch applies to a clean checkout of base and makes clamp right."""
     clean = tmp_path / "clean-check"
@@ -198,7 +213,6 @@ def test_patch_keeps_new_files_and_leaves_out_test_files_and_litter(belt, toy_re
 
 # -- the shell agent ----------------------------------------------------------------------------------
 def test_scripted_tool_calling_conversation_fixes_the_bug(toy_repo, workspace, tmp_path):
-    from swelab.agents.shell import ShellAgent
 
     repo, instance = toy_repo
     s = Script()
@@ -215,11 +229,7 @@ def test_scripted_tool_calling_conversation_fixes_the_bug(toy_repo, workspace, t
         s.calls(("git_diff", {})),
         s.calls(("submit", {"summary": "clamp returns high"})),
     ]
-    with FakeOpenAIServer(turns, default=ok("should not be asked")) as server:
-        model = model_config(server)
-        ctx = make_ctx(tmp_path, workspace, model.name)
-        outcome = ShellAgent(model).run(instance, ctx)
-        requests = server.chat_requests()
+    outcome, requests, ctx = run_scripted(turns, tmp_path, workspace, instance)
     assert outcome.status == "ok", outcome.error
     assert (outcome.steps, outcome.tool_calls, outcome.n_calls) == (9, 12, 9)
     assert "+        return high" in outcome.model_patch and "+MAX = 5" in outcome.model_patch
@@ -248,7 +258,6 @@ def test_scripted_tool_calling_conversation_fixes_the_bug(toy_repo, workspace, t
 
 
 def test_plain_text_fallback_runs_one_bash_block_per_turn(toy_repo, workspace, tmp_path):
-    from swelab.agents.shell import ShellAgent
 
     repo, instance = toy_repo
     turns = [
@@ -257,11 +266,7 @@ def test_plain_text_fallback_runs_one_bash_block_per_turn(toy_repo, workspace, t
         ok("I think that is it."),  # no block: a reminder, not the end
         ok(f"```bash\necho {SUBMIT}\n```"),
     ]
-    with FakeOpenAIServer(turns, default=ok("should not be asked")) as server:
-        model = model_config(server)
-        ctx = make_ctx(tmp_path, workspace, model.name)
-        outcome = ShellAgent(model).run(instance, ctx)
-        requests = server.chat_requests()
+    outcome, requests, ctx = run_scripted(turns, tmp_path, workspace, instance)
     assert outcome.status == "ok", outcome.error
     assert outcome.steps == 4 and outcome.tool_calls == 3
     assert_applies_and_fixes(repo, instance["base_commit"], outcome.model_patch, tmp_path)
@@ -350,7 +355,6 @@ def test_step_limit_and_provider_errors_and_silence(toy_repo, workspace, tmp_pat
 
 # -- mini-swe-agent ---------------------------------------------------------------------------------
 def test_mini_swe_agent_with_tool_calls_submits_its_patch(toy_repo, workspace, tmp_path):
-    from swelab.agents.mini import MiniSweAgent
 
     repo, instance = toy_repo
     s = Script()
@@ -360,11 +364,7 @@ def test_mini_swe_agent_with_tool_calls_submits_its_patch(toy_repo, workspace, t
         s.calls(("bash", {"command": "git diff -- toy/core.py > patch.txt"})),
         s.calls(("bash", {"command": f"echo {SUBMIT} && cat patch.txt"})),
     ]
-    with FakeOpenAIServer(turns, default=ok("should not be asked")) as server:
-        model = model_config(server, kind="mini-swe-agent")
-        ctx = make_ctx(tmp_path, workspace, model.name)
-        outcome = MiniSweAgent(model).run(instance, ctx)
-        requests = server.chat_requests()
+    outcome, requests, ctx = run_scripted(turns, tmp_path, workspace, instance, kind="mini-swe-agent")
     assert outcome.status == "ok", outcome.error
     assert (outcome.steps, outcome.tool_calls, outcome.n_calls) == (4, 4, 4)
     assert "patch.txt" not in outcome.model_patch
@@ -382,7 +382,6 @@ def test_mini_swe_agent_with_tool_calls_submits_its_patch(toy_repo, workspace, t
 
 
 def test_mini_swe_agent_text_mode_and_format_errors(toy_repo, workspace, tmp_path):
-    from swelab.agents.mini import MiniSweAgent
 
     _, instance = toy_repo
     turns = [
@@ -390,11 +389,8 @@ def test_mini_swe_agent_text_mode_and_format_errors(toy_repo, workspace, tmp_pat
         ok(f"THOUGHT: fix\n\n```mswea_bash_command\n{PY_FIX}\n```"),
         ok(f"```mswea_bash_command\necho {SUBMIT} && git diff\n```"),
     ]
-    with FakeOpenAIServer(turns, default=ok("should not be asked")) as server:
-        model = model_config(server, kind="mini-swe-agent", tool_calling=False, use_environment=False)
-        ctx = make_ctx(tmp_path, workspace, model.name)
-        outcome = MiniSweAgent(model).run(instance, ctx)
-        requests = server.chat_requests()
+    outcome, requests, ctx = run_scripted(turns, tmp_path, workspace, instance, kind="mini-swe-agent",
+                                          tool_calling=False, use_environment=False)
     assert outcome.status == "ok", outcome.error
     assert "+        return high" in outcome.model_patch
     assert all("tools" not in r["body"] for r in requests)
