@@ -14,12 +14,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
 	$(PY) -m pip install --progress-bar on -e ".[dev]"
-	@echo "Installing the embedded model's runtime: the first time compiles llama-cpp-python (about 7 min on"
-	@echo "2 cores; the [N/193] lines are its progress); later installs reuse pip's cached wheel."
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -v -e ".[dev,local]" 2>&1 \
-		| tee $(VENV)/pip-install.log \
-		| { grep --line-buffered -E '^\s*\[[0-9]+/[0-9]+\]|^Successfully|Building wheel for' || true; } \
-		|| { tail -40 $(VENV)/pip-install.log; echo "install failed: full log in $(VENV)/pip-install.log"; exit 1; }
+	@bash tests/install_llama_portable.sh $(PY)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (swelab)" >/dev/null
 	@touch $(STAMP)
 

@@ -27,9 +27,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from swelab import dataset, recipes
-from swelab.evaluate import evaluate_local
-from swelab.workspace import Workspace
+from swelab.evaluate.local import evaluate_local
+from swelab.select import dataset
+from swelab.workspace import recipes
+from swelab.workspace.repos import Workspace
 
 PYPI_NAMES = {
     "psf/requests": "requests", "pallets/flask": "flask", "sympy/sympy": "sympy", "pylint-dev/pylint": "pylint",

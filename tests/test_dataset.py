@@ -1,4 +1,4 @@
-"""swelab.dataset: local files in every format, hub arguments (monkeypatched), aliases, dataset_info."""
+"""swelab.select.dataset: local files in every format, hub arguments (monkeypatched), aliases, dataset_info."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from swelab import dataset
-from swelab.dataset import DatasetError, dataset_info, fingerprint, load_instances
+from swelab.select import dataset
+from swelab.select.dataset import DatasetError, dataset_info, fingerprint, load_instances
 
 FIXTURE = Path(__file__).parent / "fixtures" / "swebench_lite_sample.jsonl"
 SHARED_LITE = Path(__file__).resolve().parents[2] / "shared" / "data" / "swe-bench-lite-test.jsonl"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from swelab.evaluate import EvaluationError, VerdictCache, evaluate_local, write_run_report
+from swelab.evaluate.local import EvaluationError, VerdictCache, evaluate_local, write_run_report
 from swelab.io import write_json, write_jsonl
-from swelab.workspace import Workspace
+from swelab.workspace.repos import Workspace
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_tests_cannot_reach_the_network_outside_loopback(workspace, toy_repo):
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from swelab.evaluate import _can_unshare_net
+    from swelab.evaluate.local import _can_unshare_net
 
     if not _can_unshare_net():
         pytest.skip("this machine cannot create a network namespace (needs root or user namespaces)")

@@ -1,4 +1,4 @@
-"""swelab.harness: the official harness's command lines (checked against its own argparse), its traps,
+"""swelab.evaluate.harness: the official harness's command lines (checked against its own argparse), its traps,
 Docker/Modal detection, and report parsing on reports written by swebench's own make_run_report."""
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from swebench.harness.grading import get_eval_report
 from swebench.harness.reporting import make_run_report
 from swebench.harness.utils import make_test_spec, str2bool
 
-from swelab import harness, io, recipes
-from swelab.harness import HarnessError
+from swelab import io
+from swelab.evaluate import harness
+from swelab.evaluate.harness import HarnessError
+from swelab.workspace import recipes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

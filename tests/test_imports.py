@@ -1,4 +1,4 @@
-"""swelab.imports: SWE-bench predictions, mini-swe-agent preds.json + trajectories, OpenHands output.jsonl
+"""swelab.generate.imports: SWE-bench predictions, mini-swe-agent preds.json + trajectories, OpenHands output.jsonl
 become cells (mode "import") and official predictions files."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from swelab import imports, io
-from swelab.imports import ImportFormatError
+from swelab import io
+from swelab.generate import imports
+from swelab.generate.imports import ImportFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 INSTANCES = [
@@ -113,7 +114,7 @@ def test_import_for_params_uses_one_file_per_attempt(tmp_path):
 
 
 def test_imported_cells_load_with_the_results_module(tmp_path):
-    results = pytest.importorskip("swelab.results")
+    results = pytest.importorskip("swelab.analyze.results")
     imports.import_predictions(tmp_path, "openhands", FIXTURES / "openhands_output.jsonl", INSTANCES)
     cells = results.load_cells(tmp_path)
     assert len(cells) == 2 and set(cells["mode"]) == {"import"}

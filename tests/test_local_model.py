@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
-from swelab.local_model import llama_cpp_available, llama_server_command, resolve_gguf, serve_local_model
+from swelab.generate.local_model import llama_cpp_available, llama_server_command, resolve_gguf, serve_local_model
+from swelab.generate.providers import open_program
+from swelab.generate.providers.profiles import local_url
+from swelab.generate.serve import ServeError, http_ok
 from swelab.params import ModelConfig
-from swelab.providers import open_program
-from swelab.providers.profiles import local_url
-from swelab.serve import ServeError, http_ok
 
 LOCAL_YAML = Path(__file__).resolve().parents[1] / "params" / "models" / "local.yaml"
 

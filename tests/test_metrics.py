@@ -1,4 +1,4 @@
-"""swelab.metrics against hand-computed values."""
+"""swelab.analyze.metrics against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from swelab import metrics
+from swelab.analyze import metrics
 
 
 def _attempts(rows: list[tuple]) -> pd.DataFrame:

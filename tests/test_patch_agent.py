@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fake_openai_server import FakeOpenAIServer, error, ok
 
-from swelab.agents.base import AttemptContext
-from swelab.agents.diff_extract import clean_diff, extract_diff, prepare_patch
+from swelab.generate.agents.base import AttemptContext
+from swelab.generate.agents.diff_extract import clean_diff, extract_diff, prepare_patch
 from swelab.params import ModelConfig
 
 CALC = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n"
@@ -137,7 +137,7 @@ def test_new_file_diff(repo):
 # -- retrieval -----------------------------------------------------------------------------------------
 
 def test_bm25_context_ranks_relevant_code_within_budget(repo):
-    from swelab.agents.context import build_context
+    from swelab.generate.agents.context import build_context
 
     ctx = build_context(repo, "add returns the wrong result: add(a, b) subtracts", mode="bm25",
                         budget_tokens=60)
@@ -147,7 +147,7 @@ def test_bm25_context_ranks_relevant_code_within_budget(repo):
 
 
 def test_oracle_context_uses_gold_patch_files(repo):
-    from swelab.agents.context import build_context
+    from swelab.generate.agents.context import build_context
 
     gold = GOOD.replace("calc/ops.py", "README.md")
     ctx = build_context(repo, "anything", mode="oracle", budget_tokens=1000, gold_patch=gold)
@@ -179,7 +179,7 @@ def make_instance(repo: Path) -> dict:
 
 
 def run_agent(repo: Path, tmp_path: Path, server: FakeOpenAIServer, **cfg):
-    from swelab.agents.patch import PatchAgent
+    from swelab.generate.agents.patch import PatchAgent
 
     model = ModelConfig(name="fake/coder", kind="patch", provider="vllm", model_id="coder",
                         base_url=server.base_url, context_budget_tokens=cfg.pop("budget", 500),
@@ -247,7 +247,7 @@ def test_agent_provider_errors(repo, tmp_path, reply, status, kind):
 
 
 def test_no_api_key_in_the_cell_files_of_an_agent_run(repo, tmp_path, monkeypatch):
-    from swelab.agents.patch import PatchAgent
+    from swelab.generate.agents.patch import PatchAgent
 
     key = "cpk-fake-SECRET-abcdef0123456789"
     monkeypatch.setenv("CHUTES_API_KEY", key)

@@ -11,13 +11,14 @@ import unidiff
 from fake_openai_server import FakeOpenAIServer, ok
 from scaffold import write_params
 
-from swelab import minibench, runner
-from swelab.evaluate import evaluate_run
-from swelab.instances import resolve_instances, write_run_instances
+from swelab import minibench
+from swelab.evaluate.local import evaluate_run
+from swelab.generate import runner
 from swelab.io import read_json, read_jsonl
 from swelab.params import load_params
 from swelab.sandbox import bwrap_available
-from swelab.workspace import Workspace
+from swelab.select.instances import resolve_instances, write_run_instances
+from swelab.workspace.repos import Workspace
 
 TASK = "minibench__textkit-1"
 

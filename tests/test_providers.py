@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fake_openai_server import FakeOpenAIServer, error, ok, slow, truncated
 
+from swelab.generate.providers import ProviderError, open_program, program_id_for, redact
+from swelab.generate.providers.profiles import resolve_endpoint, server_root
 from swelab.params import ModelConfig
-from swelab.providers import ProviderError, open_program, program_id_for, redact
-from swelab.providers.profiles import resolve_endpoint, server_root
 
 FAKE_KEY = "sk-test-SECRET-0123456789abcdef"
 

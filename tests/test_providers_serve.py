@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from fake_openai_server import FakeOpenAIServer
 
-from swelab import serve
-from swelab.serve import (
+from swelab.generate import serve
+from swelab.generate.serve import (
     ServeError,
     save_thunderagent_state,
     stop_process,

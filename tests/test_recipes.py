@@ -1,4 +1,4 @@
-"""swelab.recipes: support decisions, official-shaped eval scripts that grade through swebench, and the
+"""swelab.workspace.recipes: support decisions, official-shaped eval scripts that grade through swebench, and the
 environment steps (wheel first, packages, requirements from `git show`, install)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from swebench.harness.grading import get_eval_report
 from swebench.harness.utils import make_test_spec
 
-from swelab import recipes
-from swelab.recipes import RecipeError
+from swelab.workspace import recipes
+from swelab.workspace.recipes import RecipeError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "swebench_lite_sample.jsonl"
 
@@ -264,11 +264,11 @@ def test_build_environment_runs_the_steps_in_order(swe_repo, tmp_path, monkeypat
 
 
 def test_local_backend_grades_a_recipe_row_end_to_end(swe_repo, tmp_path, monkeypatch):
-    """Our recipe through swelab.evaluate's local backend: mirror, worktree, environment, eval script,
+    """Our recipe through swelab.evaluate.local's local backend: mirror, worktree, environment, eval script,
     official grading. The environment build is cut to a venv that borrows the workbench's pytest, so the
     test needs no network; everything else is the real path."""
-    evaluate = pytest.importorskip("swelab.evaluate")
-    workspace_mod = pytest.importorskip("swelab.workspace")
+    evaluate = pytest.importorskip("swelab.evaluate.local")
+    from swelab.workspace import repos as workspace_mod
     repo, row = swe_repo
     row = dict(row, repo="pallets/flask", version="2.3", instance_id="pallets__flask-9999")
     monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
@@ -358,8 +358,8 @@ def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, t
     """requests' tests call httpbin over http and https: the eval script serves it on 127.0.0.1 inside the test's
     own network and mount namespaces, httpbin.org pointed there and its CA trusted through certifi; every other
     address is a blackhole and every other name fails. The host's /etc/hosts and resolv.conf are untouched."""
-    evaluate = pytest.importorskip("swelab.evaluate")
-    from swelab.workspace import Workspace
+    evaluate = pytest.importorskip("swelab.evaluate.local")
+    from swelab.workspace.repos import Workspace
 
     if not evaluate._can_unshare_net():
         pytest.skip("this machine cannot create network and mount namespaces")
@@ -430,7 +430,7 @@ def test_find_python_skips_candidates_that_do_not_run_as_the_version(tmp_path, m
 
 
 def test_a_changed_recipe_changes_the_environment_identity(monkeypatch):
-    from swelab.workspace import environment_identity
+    from swelab.workspace.environments import environment_identity
 
     row = lite("pallets__flask-4992")
     before = environment_identity(row)

@@ -1,4 +1,4 @@
-"""swelab.report: figures, chart files and report.html, checked in a real headless Chromium."""
+"""swelab.analyze.report: figures, chart files and report.html, checked in a real headless Chromium."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from bs4 import BeautifulSoup
 from test_results import write_synthetic_run
 
-from swelab import report
+from swelab.analyze import report
 from swelab.io import write_json
 
 ENSURE = Path(__file__).with_name("ensure_chromium.sh")

@@ -1,4 +1,4 @@
-"""Loaders of swelab.results on a synthetic run directory written here (layout of docs/ARCHITECTURE.md)."""
+"""Loaders of swelab.analyze.results on a synthetic run directory written here (layout of docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from swelab import results
+from swelab.analyze import results
 from swelab.io import append_jsonl, write_json
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)

@@ -12,12 +12,12 @@ import time
 import pytest
 from scaffold import write_params
 
-from swelab import runner
-from swelab.agents.base import AttemptOutcome
-from swelab.evaluate import evaluate_run
+from swelab.evaluate.local import evaluate_run
+from swelab.generate import runner
+from swelab.generate.agents.base import AttemptOutcome
 from swelab.io import read_json, read_jsonl, write_jsonl
 from swelab.params import load_params
-from swelab.workspace import Workspace
+from swelab.workspace.repos import Workspace
 
 
 def make_params(tmp_path, toy_repo, extra: str = "", models: str | None = None):
@@ -55,7 +55,7 @@ def test_generate_writes_cells_predictions_and_a_rerun_reuses_them(tmp_path, toy
 def test_gold_resolves_everything_and_empty_nothing(tmp_path, toy_repo, cache_dir):
     params, rows = make_params(tmp_path, toy_repo)
     runner.generate(params, rows, progress=False)
-    from swelab.instances import write_run_instances
+    from swelab.select.instances import write_run_instances
 
     write_run_instances(params.run_dir, rows)
     workspace = Workspace(cache_dir, params.repo_sources)
@@ -114,8 +114,8 @@ def test_a_model_that_is_gone_is_skipped_with_its_reason(tmp_path, toy_repo, cac
 SLOW_RUN = textwrap.dedent(
     """
     import sys, time
-    from swelab import runner
-    from swelab.agents.builtin import GoldAgent
+    from swelab.generate import runner
+    from swelab.generate.agents.builtin import GoldAgent
     from swelab.io import read_jsonl
     from swelab.params import load_params
 
@@ -171,8 +171,8 @@ def test_manifest_records_what_was_run(tmp_path, toy_repo, cache_dir):
 
 @pytest.mark.parametrize("bad", ["nope__x-1"])
 def test_unknown_pinned_instance_is_named(tmp_path, toy_repo, bad):
-    from swelab.dataset import DatasetError
-    from swelab.instances import resolve_instances
+    from swelab.select.dataset import DatasetError
+    from swelab.select.instances import resolve_instances
 
     params, _ = make_params(tmp_path, toy_repo, extra=f"instances: [{bad}]\n")
     with pytest.raises(DatasetError, match=bad):
@@ -189,7 +189,7 @@ def test_imported_predictions_are_evaluated_beside_generated_ones(tmp_path, toy_
         models=f"  - {{name: gold, kind: gold}}\n  - {{name: theirs, kind: import, options: {{path: {preds}}}}}\n",
     )
     runner.generate(params, rows, progress=False)
-    from swelab.instances import write_run_instances
+    from swelab.select.instances import write_run_instances
 
     write_run_instances(params.run_dir, rows)
     summaries = {s["predictions"]: s for s in evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources),
@@ -203,7 +203,7 @@ def test_old_schema_rows_without_a_recipe_are_refused_with_a_reason(tmp_path, to
     old = [{k: v for k, v in row.items() if k not in ("eval_script", "image", "log_parser", "eval_type",
                                                         "env_recipe")} for row in rows]
     runner.generate(params, old, progress=False)
-    from swelab.instances import write_run_instances
+    from swelab.select.instances import write_run_instances
 
     write_run_instances(params.run_dir, old)
     summary = evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources), progress=False)[0]
@@ -247,8 +247,8 @@ def test_a_model_subset_and_a_shared_concurrency_limit(tmp_path, toy_repo, cache
 
 
 def test_an_instance_that_passes_unpatched_is_flagged_non_discriminating(tmp_path, toy_repo, cache_dir):
-    from swelab.instances import write_run_instances
-    from swelab.report import render_report
+    from swelab.analyze.report import render_report
+    from swelab.select.instances import write_run_instances
 
     params, rows = make_params(tmp_path, toy_repo)
     # toy__toy-3 claims test_double as its FAIL_TO_PASS: it already passes at the base commit.
@@ -264,7 +264,7 @@ def test_an_instance_that_passes_unpatched_is_flagged_non_discriminating(tmp_pat
 
 
 def test_the_run_instance_set_is_written_once_and_then_read(tmp_path, toy_repo):
-    from swelab.instances import ensure_run_instances, write_run_instances
+    from swelab.select.instances import ensure_run_instances, write_run_instances
 
     params, rows = make_params(tmp_path, toy_repo)
     assert [r["instance_id"] for r in ensure_run_instances(params)] == ["toy__toy-1", "toy__toy-2", "toy__toy-3"]
@@ -276,7 +276,7 @@ def test_rows_with_grading_fields_but_no_buildable_environment_are_refused_too(t
     params, rows = make_params(tmp_path, toy_repo, models="  - {name: gold, kind: gold}\n")
     unbuildable = [{k: v for k, v in row.items() if k != "env_recipe"} for row in rows]  # 5.x fields kept
     runner.generate(params, unbuildable, progress=False)
-    from swelab.instances import write_run_instances
+    from swelab.select.instances import write_run_instances
 
     write_run_instances(params.run_dir, unbuildable)
     evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources), progress=False)

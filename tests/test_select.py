@@ -1,4 +1,4 @@
-"""swelab.select: patch statistics, filters, the seeded draw, byte-identical pinned files, instance lists."""
+"""swelab.select.selection: patch statistics, filters, the seeded draw, byte-identical pinned files, instance lists."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from swelab import select
-from swelab.dataset import dataset_info, load_instances
-from swelab.select import SelectionError
+from swelab.select import selection as select
+from swelab.select.dataset import dataset_info, load_instances
+from swelab.select.selection import SelectionError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "swebench_lite_sample.jsonl"

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 from fake_openai_server import FakeOpenAIServer, error, ok
 
-from swelab import browser
-from swelab.agents.base import AttemptContext
-from swelab.agents.tools import (
+from swelab.analyze import browser
+from swelab.generate.agents.base import AttemptContext
+from swelab.generate.agents.tools import (
     Toolbelt,
     extract_patch,
     paths_of_test_patch,
@@ -27,7 +27,7 @@ from swelab.agents.tools import (
 from swelab.io import read_jsonl, write_json
 from swelab.params import ModelConfig
 from swelab.sandbox import bwrap_available
-from swelab.workspace import Workspace
+from swelab.workspace.repos import Workspace
 
 pytestmark = pytest.mark.skipif(
     not bwrap_available(), reason="bwrap unusable here: run tests/ensure_bwrap.sh (Debian package bubblewrap)"
@@ -86,8 +86,8 @@ def run_scripted(turns: list, tmp_path: Path, workspace: Workspace, instance: di
                  **options: object) -> tuple:
     """Run one attempt of the `kind` agent against a fake server that answers with `turns`;
     returns (outcome, the chat requests it sent, its AttemptContext)."""
-    from swelab.agents.mini import MiniSweAgent
-    from swelab.agents.shell import ShellAgent
+    from swelab.generate.agents.mini import MiniSweAgent
+    from swelab.generate.agents.shell import ShellAgent
 
     agent_class = MiniSweAgent if kind == "mini-swe-agent" else ShellAgent
     with FakeOpenAIServer(turns, default=ok("should not be asked")) as server:
@@ -281,7 +281,7 @@ def test_plain_text_fallback_runs_one_bash_block_per_turn(toy_repo, workspace, t
 
 
 def test_tool_calling_false_starts_in_text_mode(toy_repo, workspace, tmp_path):
-    from swelab.agents.shell import ShellAgent
+    from swelab.generate.agents.shell import ShellAgent
 
     _, instance = toy_repo
     with FakeOpenAIServer([ok(f"```bash\n{PY_FIX}\n```"), ok(f"```sh\necho {SUBMIT}\n```")]) as server:
@@ -294,7 +294,7 @@ def test_tool_calling_false_starts_in_text_mode(toy_repo, workspace, tmp_path):
 
 
 def test_deadline_stops_a_long_command_and_keeps_the_partial_diff(toy_repo, workspace, tmp_path):
-    from swelab.agents.shell import ShellAgent
+    from swelab.generate.agents.shell import ShellAgent
 
     _, instance = toy_repo
     s = Script()
@@ -324,7 +324,7 @@ def test_deadline_stops_a_long_command_and_keeps_the_partial_diff(toy_repo, work
 
 
 def test_step_limit_and_provider_errors_and_silence(toy_repo, workspace, tmp_path):
-    from swelab.agents.shell import ShellAgent
+    from swelab.generate.agents.shell import ShellAgent
 
     _, instance = toy_repo
     s = Script()
@@ -439,13 +439,13 @@ def test_browser_text_for_one_attempt(tmp_path):
 
 @pytest.mark.parametrize("kind", ["shell", "mini-swe-agent"])
 def test_no_sandbox_no_run(kind, monkeypatch, tmp_path):
-    from swelab.agents import build_agent
+    from swelab.generate.agents import build_agent
     from swelab.sandbox import SandboxUnavailable
 
     def missing():
         raise SandboxUnavailable("bwrap not found on PATH: install the Debian package 'bubblewrap'")
 
-    monkeypatch.setattr("swelab.agents.shell.require_bwrap", missing)
+    monkeypatch.setattr("swelab.generate.agents.shell.require_bwrap", missing)
     model = ModelConfig(name="m", kind=kind, provider="vllm", model_id="m", base_url="http://127.0.0.1:9/v1")
     outcome = build_agent(model).run({"instance_id": "x"}, SimpleNamespace())
     assert outcome.status == "error" and outcome.error.startswith(f"{kind} mode needs a sandbox: bwrap not found")

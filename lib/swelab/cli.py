@@ -50,7 +50,7 @@ def run(
                 f"{stage} failed ({out_dir / f'{stage}.ipynb'} has the details): {exc.ename}: {exc.evalue}"
             ) from None
     if "04_analyze" in stages:
-        # report.html itself is written by 04_analyze through swelab.report (self-contained, plotly.js once);
+        # report.html itself is written by 04_analyze through swelab.analyze.report (self-contained, plotly.js once);
         # the executed notebook is also exported without its code, for readers who want the notebook view.
         export_without_inputs(out_dir / "04_analyze.ipynb")
         print(f"report: {params.run_dir / 'report.html'}")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="start vLLM (and optionally ThunderAgent)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "serve":
-        from swelab.serve import serve_main
+        from swelab.generate.serve import serve_main
 
         return serve_main(rest)
     if rest:

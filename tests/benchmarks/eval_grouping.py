@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from swelab import minibench
-from swelab.evaluate import evaluate_local
-from swelab.workspace import Workspace
+from swelab.evaluate.local import evaluate_local
+from swelab.workspace.repos import Workspace
 
 
 def run_grouped(tasks: list[dict], sources: dict, cache: Path) -> float:

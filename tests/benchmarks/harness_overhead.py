@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "lib"))
 
 from fake_openai_server import FakeOpenAIServer, ok  # noqa: E402
 
+from swelab.generate.providers import open_program  # noqa: E402
 from swelab.params import ModelConfig  # noqa: E402
-from swelab.providers import open_program  # noqa: E402
 
 
 def run(workers: int, attempts: int, calls: int, base_url: str, out: Path) -> dict:

@@ -1,0 +1,1 @@
+"""Stage 4: tidy frames, metrics as pure functions, charts and the report."""

@@ -1,0 +1,1 @@
+"""Stage 3: official verdicts (the local sandboxed backend and the official harness behind one protocol)."""

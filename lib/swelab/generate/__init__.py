@@ -1,0 +1,1 @@
+"""Stage 2: models attempt tasks (the grid runner, agents, providers, the embedded model, imports)."""

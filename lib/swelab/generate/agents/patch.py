@@ -1,0 +1,151 @@
+"""Patch mode: one prompt with the issue and retrieved code, one unified diff back.
+
+The reply must be a diff only; diff_extract pulls it out, repairs what models commonly get wrong
+(hunk counts, a/ b/ prefixes) and dry-runs it in the worktree. A reply that still does not apply is
+`malformed`: a run failure, kept apart from a patch that applies but does not fix the issue.
+Optional repair rounds (options.repair_rounds) feed the apply error back to the model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from swelab.generate.agents.base import AttemptContext, AttemptOutcome
+from swelab.generate.agents.context import build_context
+from swelab.generate.agents.diff_extract import prepare_patch
+from swelab.generate.providers import SKIP_KINDS, ProviderError, open_program, redact
+from swelab.io import append_jsonl
+
+SYSTEM_PROMPT = (
+    "You are an expert software engineer. You resolve GitHub issues by writing a patch for the repository. "
+    "Reply with a single unified diff in the format of `git diff`, inside one ```diff fenced block, "
+    "and nothing else."
+)
+
+USER_TEMPLATE = """<issue>
+{issue}
+</issue>
+
+<code>
+{code}
+</code>
+
+Write a unified diff that resolves the issue.
+- File paths are relative to the repository root, with a/ and b/ prefixes.
+- Each hunk starts with @@ -start,count +start,count @@ and keeps about 3 unchanged context lines,
+  copied exactly (including indentation) from the code above.
+- Answer with the diff only. Example of the format:
+
+```diff
+--- a/pkg/module.py
++++ b/pkg/module.py
+@@ -10,3 +10,3 @@ def example():
+     value = compute()
+-    return value - 1
++    return value + 1
+```
+"""
+
+REPAIR_TEMPLATE = (
+    "Your patch cannot be used: {reason}\n"
+    "Reply with a corrected unified diff only, inside one ```diff fenced block."
+)
+
+
+def build_messages(issue: str, code: str) -> list[dict]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": USER_TEMPLATE.format(issue=issue.strip(), code=code or "(no code retrieved)")},
+    ]
+
+
+def _usage(totals: dict) -> dict:
+    return {k: totals.get(k) for k in ("prompt_tokens", "completion_tokens", "cached_tokens",
+                                       "reasoning_tokens", "cost_usd")}
+
+
+class PatchAgent:
+    mode = "patch"
+
+    def __init__(self, model: Any):
+        self.model = model
+        options = getattr(model, "options", None) or {}
+        self.repair_rounds = int(options.get("repair_rounds", 0))
+        # a prompt over the model's window is retried with half the code context, this many times
+        self.shrink_retries = int(options.get("context_shrink_retries", 2))
+
+    def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
+        totals: dict = {}
+        steps = 0
+        try:
+            with ctx.workspace.worktree(instance) as worktree:
+                with open_program(self.model, ctx.cell_dir, instance["instance_id"], ctx.attempt) as client:
+                    try:
+                        return self._attempt(instance, ctx, worktree, client)
+                    finally:
+                        totals = client.totals()
+                        steps = int(totals.get("n_calls") or 0)
+        except ProviderError as exc:
+            return AttemptOutcome(self._status(exc, ctx), "", error=exc.message, error_kind=exc.kind,
+                                  steps=steps, **self._counts(totals))
+
+    def _prompt(self, instance: dict, worktree: Path, budget: int, trajectory: Path) -> list[dict]:
+        code = build_context(
+            worktree,
+            instance.get("problem_statement", ""),
+            mode=getattr(self.model, "context", "bm25") or "bm25",
+            budget_tokens=budget,
+            gold_patch=instance.get("patch"),
+        )
+        messages = build_messages(instance.get("problem_statement", ""), code.text)
+        append_jsonl(trajectory, {"step": 0, "role": "prompt", "messages": messages, "context_files": code.files,
+                                  "context_tokens": code.tokens, "context_budget_tokens": budget})
+        return messages
+
+    def _attempt(self, instance: dict, ctx: AttemptContext, worktree: Path, client: Any) -> AttemptOutcome:
+        trajectory = Path(ctx.cell_dir) / "trajectory.jsonl"
+        budget = int(getattr(self.model, "context_budget_tokens", 6000) or 6000)
+        messages = self._prompt(instance, worktree, budget, trajectory)
+        shrinks = 0
+        rounds = 0
+        while True:
+            try:
+                result = client.complete(messages, deadline=ctx.deadline)
+            except ProviderError as exc:
+                if exc.kind != "context_length" or rounds > 0 or shrinks >= self.shrink_retries:
+                    raise
+                shrinks += 1
+                budget //= 2
+                messages = self._prompt(instance, worktree, budget, trajectory)
+                continue
+            rounds += 1
+            reply = result.message.get("content") or ""
+            extracted = prepare_patch(reply, worktree)
+            # a reply echoing a secret (a misbehaving gateway) must not carry it into a file
+            append_jsonl(trajectory, {"step": rounds, "role": "assistant", "content": redact(reply),
+                                      "reasoning": redact(result.reasoning) if result.reasoning else None,
+                                      "finish_reason": result.finish_reason,
+                                      "patch_ok": extracted.ok, "reason": extracted.reason,
+                                      "apply_method": extracted.method})
+            if extracted.ok:
+                return AttemptOutcome("ok", extracted.patch, steps=rounds, **self._counts(client.totals()))
+            if rounds > self.repair_rounds:
+                reason = extracted.reason or "unusable reply"
+                if result.finish_reason == "length":
+                    reason += " (the reply was cut at max_output)"
+                return AttemptOutcome("malformed", "", error=reason, steps=rounds, **self._counts(client.totals()))
+            messages = [*messages, {"role": "assistant", "content": reply},
+                        {"role": "user", "content": REPAIR_TEMPLATE.format(reason=extracted.reason)}]
+
+    @staticmethod
+    def _counts(totals: dict) -> dict:
+        return {"n_calls": int(totals.get("n_calls") or 0), "usage": _usage(totals)}
+
+    @staticmethod
+    def _status(exc: ProviderError, ctx: AttemptContext) -> str:
+        if exc.kind in SKIP_KINDS:
+            return "skipped"  # the model cannot be used now: recorded with its reason, the run goes on
+        if exc.kind == "timeout" and time.monotonic() >= ctx.deadline - 1.0:
+            return "timeout"
+        return "provider_error"

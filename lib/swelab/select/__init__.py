@@ -1,0 +1,1 @@
+"""Stage 1: which tasks (dataset loading, statistics, the seeded draw, instance sets)."""

@@ -1,0 +1,423 @@
+"""Environment recipes for old-schema SWE-bench rows, so the local backend can run real repos without Docker.
+
+swebench 5.x grades from fields each row carries (image, eval_script, log_parser, eval_type) and dropped the
+per-(repo, version) install specs that 4.x kept in `MAP_REPO_VERSION_TO_SPECS`. Rows in the original schema (e.g.
+../shared/data/) lack those fields. For the pairs below we transcribed the 4.1.0 specs
+(swebench/harness/constants/python.py: SPECS_REQUESTS, SPECS_FLASK, SPECS_SYMPY, SPECS_PYLINT, TEST_PYTEST,
+TEST_SYMPY, MAP_REPO_TO_REQS_PATHS; log parsers from harness/log_parsers/python.py) and rebuild an official-shaped
+eval script (4.x make_eval_script_list_py): reset the test files, apply the test patch, the test command between the
+official markers, reset again. Anything else is refused by `supported` with a reason.
+
+Two targets: "local" (our backend: runs in the worktree with the environment's bin first on PATH, the
+worktree put on PYTHONPATH so the tests import the patched code, no conda) and "docker" (the official
+image layout: /testbed and the conda env "testbed").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unidiff import PatchSet
+
+from swelab.workspace import standins
+
+START_TEST_OUTPUT = ">>>>> Start Test Output"  # swebench.harness.constants
+END_TEST_OUTPUT = ">>>>> End Test Output"
+HEREDOC = "EOF_114329324912"  # the delimiter 4.x used for the test patch
+NON_TEST_EXTS = (".json", ".png", "csv", ".txt", ".md", ".jpg", ".jpeg", ".pkl", ".yml", ".yaml", ".toml")
+TEST_PYTEST = "pytest -rA"  # 4.1.0 defines TEST_PYTEST twice; the second, effective value is this one
+TEST_SYMPY = "PYTHONWARNINGS='ignore::UserWarning,ignore::SyntaxWarning' bin/test -C --verbose"
+TEST_DJANGO = "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parallel 1"
+# Every environment first gets the newest pip its Python can run (a conda env, as the official images use,
+# comes with a recent one): a venv's bundled pip is as old as the interpreter (18.1 on 3.6, 23.0 on 3.8), and
+# old pips install wheels built for newer Pythons when an index gives no Requires-Python (a local mirror or a
+# find-links folder may not), or backtrack for many minutes over a requirements file like Django's.
+PIP_FOR_PYTHON = {"3.5": "pip<21", "3.6": "pip<22", "3.7": "pip<24.1", "3.8": "pip<25.1"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    python: str
+    install: str
+    test_cmd: str
+    log_parser: str
+    packages: tuple[str, ...] = ()  # 4.x "packages" when it is a package list (conda create ... <packages>)
+    requirements: bool = False  # 4.x "packages: requirements.txt": read from the env setup commit
+    pip_packages: tuple[str, ...] = ()
+    pythonpath: str = "."  # where the tests import the package from, relative to the worktree (local target)
+    eval_type: str = "pass_and_fail"
+    services: tuple[str, ...] = ()  # network services the tests call, stood in locally (swelab.workspace.standins)
+    eval_commands: tuple[str, ...] = ()  # 4.x "eval_commands": run before the tests (locale exports, ...)
+    locale: str | None = None  # a locale the tests need; built into the environment when the machine lacks it
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+_FLASK_PINS_3_9 = (
+    "setuptools==70.0.0",
+    "Werkzeug==2.3.7",
+    "Jinja2==3.0.1",
+    "itsdangerous==2.1.2",
+    "click==8.0.1",
+    "MarkupSafe==2.1.3",
+)
+_FLASK_PINS = (
+    "setuptools==70.0.0",
+    "click==8.1.3",
+    "itsdangerous==2.1.2",
+    "Jinja2==3.1.2",
+    "MarkupSafe==2.1.1",
+    "Werkzeug==2.3.7",
+)
+REQS_PATHS = {  # 4.x MAP_REPO_TO_REQS_PATHS: the first that exists at the setup commit
+    "pallets/flask": ("requirements/dev.txt",),
+    "sympy/sympy": ("requirements-dev.txt", "requirements-test.txt"),
+    "pylint-dev/pylint": ("requirements_test.txt",),
+    "django/django": ("tests/requirements/py3.txt",),
+}
+
+RECIPES: dict[tuple[str, str], Recipe] = {}
+for _v in (
+    "0.7 0.8 0.9 0.11 0.13 0.14 1.1 1.2 2.0 2.2 2.3 2.4 2.5 2.7 2.8 2.9 2.10 2.11 2.12 2.17 "
+    "2.18 2.19 2.22 2.26 2.25 2.27 2.31 3.0"
+).split():
+    RECIPES[("psf/requests", _v)] = Recipe(
+        python="3.9",
+        services=("httpbin",),  # requests' tests call httpbin: served locally inside the test namespace
+        packages=("pytest",),
+        install="python -m pip install .",
+        test_cmd=TEST_PYTEST,
+        log_parser="parse_log_requests",
+    )
+_FLASK_VERSIONS = [("2.0", "3.9", _FLASK_PINS_3_9), ("2.1", "3.10", _FLASK_PINS)]
+_FLASK_VERSIONS += [(v, "3.11", _FLASK_PINS) for v in ("2.2", "2.3", "3.0", "3.1")]
+for _v, _python, _pins in _FLASK_VERSIONS:
+    RECIPES[("pallets/flask", _v)] = Recipe(
+        python=_python,
+        requirements=True,
+        install="python -m pip install -e .",
+        pip_packages=_pins,
+        test_cmd=TEST_PYTEST,
+        log_parser="parse_log_flask",
+        pythonpath="src",
+    )
+
+# 4.1.0 SPECS_SYMPY: conda "mpmath flake8" (here from PyPI), then the pinned pip packages.
+for _v in "0.7 1.0 1.1 1.2 1.4 1.5 1.6 1.7 1.8 1.9 1.10 1.11 1.12".split():
+    RECIPES[("sympy/sympy", _v)] = Recipe(
+        python="3.9",
+        packages=("mpmath", "flake8"),
+        pip_packages=("mpmath==1.3.0", "flake8-comprehensions"),
+        install="python -m pip install -e .",
+        test_cmd=TEST_SYMPY,
+        log_parser="parse_log_sympy",
+    )
+for _v in ("1.13", "1.14"):
+    RECIPES[("sympy/sympy", _v)] = Recipe(
+        python="3.9",
+        requirements=True,
+        pip_packages=("mpmath==1.3.0",),
+        install="python -m pip install -e .",
+        test_cmd=TEST_SYMPY,
+        log_parser="parse_log_sympy",
+    )
+
+# 4.1.0 SPECS_PYLINT, but for 2.8, whose spell-checking tests need Debian packages (apt-get in its pre_install).
+for _v in "2.9 2.10 2.11 2.13 2.14 2.15 2.16 2.17 3.0 3.1 3.2 3.3 4.0".split():
+    RECIPES[("pylint-dev/pylint", _v)] = Recipe(
+        python="3.9",
+        requirements=True,
+        pip_packages=("astroid==3.0.0a6", "setuptools") if _v[0] in "34" else (),
+        install="python -m pip install -e .",
+        test_cmd=TEST_PYTEST,
+        log_parser="parse_log_pylint",  # 4.x MAP_REPO_TO_PARSER: pytest's output with parametrized options
+    )
+
+# 4.1.0 SPECS_DJANGO for the versions in SWE-bench (3.0-5.2); 1.x/2.x install with setup.py and Python 3.5.
+_DJANGO_LOCALE = ("export LANG=en_US.UTF-8", "export LANGUAGE=en_US:en", "export LC_ALL=en_US.UTF-8")
+for _v, _python in (("3.0", "3.6"), ("3.1", "3.6"), ("3.2", "3.6"), ("4.0", "3.8"), ("4.1", "3.9"), ("4.2", "3.9"),
+                    ("5.0", "3.11"), ("5.1", "3.11"), ("5.2", "3.11")):
+    RECIPES[("django/django", _v)] = Recipe(
+        python=_python,
+        requirements=True,
+        install="python -m pip install -e .",
+        test_cmd=TEST_DJANGO,
+        log_parser="parse_log_django",
+        eval_commands=(
+            ("sed -i '/en_US.UTF-8/s/^# //g' /etc/locale.gen && locale-gen", *_DJANGO_LOCALE) if _v[0] == "3" else ()
+        ),
+        locale="en_US.UTF-8" if _v[0] == "3" else None,
+    )
+
+class RecipeError(RuntimeError):
+    """No recipe for a row, or an environment that could not be built; the message names the instance."""
+
+
+def recipe_for(row: dict) -> Recipe:
+    recipe = RECIPES.get((row["repo"], str(row["version"])))
+    if recipe is None:
+        ok, reason = supported(row, check_python=False)
+        raise RecipeError(f"{row['instance_id']}: {reason}")
+    return recipe
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter for `version`: the $SWELAB_PYTHON_3_9-style override, else python3.9 on PATH, else the
+    newest pyenv-installed 3.9.x, else one uv manages (`uv python find`); None when the machine has none.
+
+    Every candidate is run once: a pyenv shim for a version that is installed but not selected sits on PATH
+    and fails with "command not found", so being on PATH proves nothing."""
+    override = os.environ.get(f"SWELAB_PYTHON_{version.replace('.', '_')}")
+    if override:
+        return override if _runs_as(override, version) else None
+    for candidate in _candidates(version):
+        if _runs_as(candidate, version):
+            return candidate
+    return None
+
+
+def _candidates(version: str) -> list[str]:
+    found = []
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        found.append(on_path)
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    installed = sorted(pyenv_root.glob(f"versions/{version}.*/bin/python{version}"),
+                       key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.parent.name)])
+    found.extend(str(path) for path in reversed(installed))
+    if shutil.which("uv"):
+        uv = subprocess.run(["uv", "python", "find", "--no-python-downloads", version],
+                            capture_output=True, text=True)
+        if uv.returncode == 0 and uv.stdout.strip():
+            found.append(uv.stdout.strip())
+    return found
+
+
+def _runs_as(interpreter: str, version: str) -> bool:
+    """True when `interpreter` starts and reports major.minor == version."""
+    try:
+        probe = subprocess.run([interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0 and probe.stdout.strip() == version
+
+
+def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
+    """(True, "") when the local backend can build this row's environment, else (False, why not)."""
+    key = (row["repo"], str(row["version"]))
+    if key not in RECIPES:
+        repos = sorted({repo for repo, _ in RECIPES})
+        if row["repo"] not in repos:
+            return False, (
+                f"no local recipe for {row['repo']} (local recipes: {', '.join(repos)}); "
+                "use the Docker harness or a 5.x dataset row with its own eval_script"
+            )
+        versions = sorted(v for repo, v in RECIPES if repo == row["repo"])
+        return False, f"no local recipe for {row['repo']} version {row['version']} (have {', '.join(versions)})"
+    if check_python:
+        python = RECIPES[key].python
+        if find_python(python) is None:
+            return False, (
+                f"{row['repo']} {row['version']} needs Python {python}: no python{python} on PATH "
+                f"(install it or set SWELAB_PYTHON_{python.replace('.', '_')})"
+            )
+    return True, ""
+
+
+# ---------------------------------------------------------------- eval scripts
+
+
+def modified_files(patch: str) -> list[str]:
+    """Files the patch changes that exist before it (4.x get_modified_files)."""
+    return [f.source_file[2:] for f in PatchSet(patch) if f.source_file.startswith("a/")]
+
+
+def test_directives(row: dict) -> list[str]:
+    """The test files the test patch touches, minus data files (4.x get_test_directives); for Django, as the
+    module names its runtests.py takes (tests/a/b.py -> a.b)."""
+    paths = re.findall(r"diff --git a/.* b/(.*)", row["test_patch"])
+    paths = [p for p in paths if not any(p.endswith(ext) for ext in NON_TEST_EXTS)]
+    if row["repo"] == "django/django":
+        paths = [p.removesuffix(".py").removeprefix("tests/").replace("/", ".") for p in paths]
+    return paths
+
+
+def eval_script_for(row: dict, target: str = "local") -> str:
+    """An eval script in the official shape for this row ("local": our backend; "docker": the image)."""
+    if target not in ("local", "docker"):
+        raise RecipeError(f"{row['instance_id']}: unknown eval script target {target!r}")
+    recipe = recipe_for(row)
+    base = row["base_commit"]
+    test_files = modified_files(row["test_patch"])
+    reset = f"git checkout {base} {' '.join(test_files)}" if test_files else 'echo "No test files to reset"'
+    test_command = " ".join([recipe.test_cmd, *test_directives(row)])
+    if target == "docker":
+        lines = [
+            "source /opt/miniconda3/bin/activate",
+            "conda activate testbed",
+            "cd /testbed",
+            *recipe.eval_commands,
+            "git config --global --add safe.directory /testbed",
+            "cd /testbed",
+            "git status",
+            "git show",
+            f"git -c core.fileMode=false diff {base}",
+            "source /opt/miniconda3/bin/activate",
+            "conda activate testbed",
+            recipe.install,
+        ]
+    else:
+        # The worktree is the working directory; the shared (repo, version) environment must not be
+        # reinstalled per instance, so the worktree goes first on PYTHONPATH instead of `pip install`.
+        where = '"$PWD"' if recipe.pythonpath == "." else f'"$PWD/{recipe.pythonpath}"'
+        lines = [
+            "git status",
+            "git show --stat",
+            f"git -c core.fileMode=false diff {base}",
+            f"export PYTHONPATH={where}${{PYTHONPATH:+:$PYTHONPATH}}",
+            # only the exports: the rest would change the machine (/etc/locale.gen); the environment carries
+            # the locale instead (LOCPATH, see build_environment)
+            *(command for command in recipe.eval_commands if command.startswith("export ")),
+        ]
+    lines += [
+        reset,
+        f"git apply -v - <<'{HEREDOC}'\n{row['test_patch']}\n{HEREDOC}",
+        *(standins.service_lines(recipe.services) if target == "local" else []),
+        f": '{START_TEST_OUTPUT}'",
+        test_command,
+        f": '{END_TEST_OUTPUT}'",
+        reset,
+    ]
+    return "\n".join(["#!/bin/bash", "set -uxo pipefail", *lines]) + "\n"
+
+
+def official_image(instance_id: str) -> str:
+    """The published SWE-bench instance image name (swebench 3.x+ naming on Docker Hub)."""
+    return f"swebench/sweb.eval.x86_64.{instance_id.replace('__', '_1776_')}:latest".lower()
+
+
+def with_grading_fields(row: dict, target: str = "local") -> dict:
+    """The row plus image, eval_script, log_parser, eval_type, so make_test_spec and get_eval_report work."""
+    recipe = recipe_for(row)
+    return {
+        **row,
+        "image": row.get("image") or official_image(row["instance_id"]),
+        "eval_script": eval_script_for(row, target),
+        "log_parser": recipe.log_parser,
+        "eval_type": recipe.eval_type,
+    }
+
+
+# ---------------------------------------------------------------- environments
+
+
+def read_requirements(mirror: Path, commit: str, repo: str) -> str:
+    """The repo's requirements at the environment setup commit, read with `git show` (no network),
+    `-r` includes expanded; `-e .`, comments and `.[test` lines dropped (4.x get_requirements_by_commit)."""
+
+    def show(path: str) -> str | None:
+        result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=mirror, capture_output=True, text=True)
+        return result.stdout if result.returncode == 0 else None
+
+    def keep(line: str) -> bool:
+        return bool(line.strip()) and not any(line.strip().startswith(x) for x in ("-e .", "#", ".[test"))
+
+    for path in REQS_PATHS.get(repo, ("requirements.txt",)):
+        text = show(path)
+        if text is not None:
+            break
+    else:
+        raise RecipeError(f"{repo}: no requirements file {REQS_PATHS.get(repo)} at commit {commit}")
+    folder = os.path.dirname(path)
+    included, own = [], []
+    for line in text.splitlines():
+        if line.strip().startswith("-r"):
+            extra = show(os.path.normpath(os.path.join(folder, line.strip()[2:].strip())))
+            included += [x for x in (extra or "").splitlines() if keep(x)]
+        elif keep(line):
+            own.append(line)
+    return "\n".join(included + own) + "\n"
+
+
+def environment_steps(row: dict, python: str, env: Path, requirements_file: Path | None, source: Path) -> list:
+    """The commands that build a row's environment, in order: venv, (pip), wheel, packages, requirements,
+    install, (locale).
+
+    Each step is (argv, cwd). `source` is a checkout of the environment setup commit (the install command
+    needs the project's metadata; the tests later import the worktree's code via PYTHONPATH).
+    """
+    recipe = recipe_for(row)
+    pip = [str(env / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    steps: list[tuple[list[str], Path | None]] = [([python, "-m", "venv", str(env)], None)]
+    steps.append(([*pip, "--upgrade", PIP_FOR_PYTHON.get(recipe.python, "pip")], None))
+    steps.append(([*pip, "wheel"], None))
+    if recipe.packages:
+        steps.append(([*pip, *recipe.packages], None))
+    if recipe.pip_packages:
+        steps.append(([*pip, *recipe.pip_packages], None))
+    if recipe.requirements and requirements_file is not None:
+        steps.append(([*pip, "-r", str(requirements_file)], None))
+    install = recipe.install.split()
+    if install[:3] == ["python", "-m", "pip"]:
+        install = [str(env / "bin" / "python"), *install[1:]]
+    steps.append((install, source))
+    if recipe.locale and not locale_installed(recipe.locale):
+        # built from the machine's locale sources into the environment, used through LOCPATH (no root needed)
+        language, charmap = recipe.locale.split(".")
+        steps.append((["mkdir", "-p", str(env / "locale")], None))
+        steps.append((["localedef", "-i", language, "-f", charmap, str(env / "locale" / recipe.locale)], None))
+    return steps
+
+
+def locale_installed(name: str) -> bool:
+    """True when the machine has the locale (`locale -a` spells en_US.UTF-8 as en_US.utf8)."""
+    listed = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.split()
+    wanted = name.lower().replace("utf-8", "utf8")
+    return any(item.lower().replace("utf-8", "utf8") == wanted for item in listed)
+
+
+Runner = Callable[..., Any]
+
+
+def build_environment(
+    instance: dict, path: Path, ensure_commit: Callable[[str, str], Path], runner: Runner = subprocess.run
+) -> None:
+    """Build the (repo, version) environment at `path` (trusted set-up: network allowed). `ensure_commit(repo,
+    commit)` returns a mirror holding the commit."""
+    ok, reason = supported(instance)
+    if not ok:
+        raise RecipeError(f"{instance['instance_id']}: {reason}")
+    recipe = recipe_for(instance)
+    python = find_python(recipe.python)
+    commit = instance.get("environment_setup_commit") or instance["base_commit"]
+    mirror = ensure_commit(instance["repo"], commit)
+    path = Path(path)
+    # The install command needs the project at the setup commit; it stays inside the environment so an
+    # editable install never points at a deleted folder (the tests import the worktree via PYTHONPATH).
+    source = path / "setup-src"
+    source.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", commit], cwd=mirror, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    with tempfile.TemporaryDirectory(prefix="swelab-reqs-") as tmp:
+        requirements = None
+        if recipe.requirements:
+            requirements = Path(tmp) / "requirements.txt"
+            requirements.write_text(read_requirements(mirror, commit, instance["repo"]))
+        for argv, cwd in environment_steps(instance, python, path, requirements, source):
+            result = runner(argv, cwd=cwd, capture_output=True, text=True)
+            if result.returncode != 0:
+                tail = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or [""]
+                raise RecipeError(
+                    f"{instance['instance_id']}: environment step failed: {' '.join(argv)}: {tail[0][:300]}"
+                )
+    if (path / "locale").is_dir():
+        (path / "swelab-env.json").write_text(json.dumps({"LOCPATH": str(path / "locale")}))

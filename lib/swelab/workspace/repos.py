@@ -1,0 +1,105 @@
+"""The Workspace: one bare mirror per repo, one worktree per (instance, patch), environments on demand.
+
+What the design card calls batching by environment, not by instance. Safe to use from many threads at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from swelab import minibench
+from swelab.workspace.environments import Environment, build_environment, environment_identity
+from swelab.workspace.errors import WorkspaceError
+from swelab.workspace.git import git
+
+DEFAULT_SOURCE = "https://github.com/{repo}.git"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SWELAB_CACHE", Path.home() / ".cache" / "swelab"))
+
+
+class Workspace:
+    """Shared by generation and evaluation; safe to use from many threads at once."""
+
+    def __init__(self, cache_dir: Path | None = None, repo_sources: dict | None = None):
+        self.cache_dir = Path(cache_dir or default_cache_dir())
+        self.repo_sources = dict(repo_sources or {})
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.builds = {"mirrors": 0, "environments": 0}
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    # -- repositories -------------------------------------------------------------------------------
+    def source_for(self, repo: str) -> str:
+        if repo in self.repo_sources:
+            return str(self.repo_sources[repo])
+        if repo.startswith("minibench/"):
+            return str(minibench.repo_source(repo, self.cache_dir))
+        return DEFAULT_SOURCE.format(repo=repo)
+
+    def mirror(self, repo: str) -> Path:
+        """A bare mirror of the repo, cloned once and reused."""
+        path = self.cache_dir / "mirrors" / (repo.replace("/", "__") + ".git")
+        with self._lock(f"mirror:{repo}"):
+            if not (path / "HEAD").exists():
+                source = self.source_for(repo)
+                tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                git("clone", "--quiet", "--bare", source, str(tmp))
+                os.replace(tmp, path)
+                self.builds["mirrors"] += 1
+        return path
+
+    def ensure_commit(self, repo: str, commit: str) -> Path:
+        mirror = self.mirror(repo)
+        if git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror, check=False).returncode != 0:
+            with self._lock(f"mirror:{repo}"):
+                git("fetch", "--quiet", self.source_for(repo), commit, cwd=mirror, check=False)
+            if git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror, check=False).returncode != 0:
+                raise WorkspaceError(f"{repo}: commit {commit} not found in {self.source_for(repo)}")
+        return mirror
+
+    @contextmanager
+    def worktree(self, instance: dict) -> Iterator[Path]:
+        """A fresh detached worktree at the instance's base commit, removed afterwards."""
+        mirror = self.ensure_commit(instance["repo"], instance["base_commit"])
+        path = self.cache_dir / "worktrees" / f"{instance['instance_id']}-{uuid.uuid4().hex[:8]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(f"worktrees:{instance['repo']}"):  # git's worktree list is not safe to edit concurrently
+            git("worktree", "add", "--quiet", "--detach", str(path), instance["base_commit"], cwd=mirror)
+        try:
+            yield path
+        finally:
+            with self._lock(f"worktrees:{instance['repo']}"):
+                git("worktree", "remove", "--force", str(path), cwd=mirror, check=False)
+                git("worktree", "prune", cwd=mirror, check=False)
+            shutil.rmtree(path, ignore_errors=True)
+
+    # -- environments -------------------------------------------------------------------------------
+    def environment(self, instance: dict) -> Environment:
+        """One environment per (repo, version), built the first time it is asked for."""
+        key = f"{instance['repo'].replace('/', '__')}__{instance['version']}"
+        path = self.cache_dir / "envs" / key
+        with self._lock(f"env:{key}"):
+            identity = environment_identity(instance)
+            marker = path / ".swelab-ready"
+            # A cached environment is reused only if it was built by the same recipe from the same pieces (a
+            # borrowed pytest that moved, a new interpreter): otherwise it is rebuilt, never trusted stale.
+            if not marker.exists() or marker.read_text() != identity:
+                build_environment(instance, path, self.ensure_commit)
+                marker.write_text(identity)
+                self.builds["environments"] += 1
+        variables_file = path / "swelab-env.json"
+        variables = json.loads(variables_file.read_text()) if variables_file.exists() else {}
+        return Environment(key=key, path=path, variables=tuple(sorted(variables.items())))
