@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
-	$(PY) -m pip install --progress-bar on -e ".[dev]"
+	$(PY) -m pip install --progress-bar on -e ".[dev,cluster]"
 	@bash tests/install_llama_portable.sh $(PY)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (swelab)" >/dev/null
 	@touch $(STAMP)
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 system-deps:
 	@bash tests/ensure_bwrap.sh
 	@command -v ip >/dev/null || bash tests/apt_install.sh iproute2  # the evaluation namespace's routes
+	@{ command -v prlimit && command -v unshare; } >/dev/null || bash tests/apt_install.sh util-linux  # limits, netns
+	@if test -x $(PY); then $(PY) -c "from swelab import sandbox; p = sandbox.sandbox_problem(evaluation=True); \
+		print('sandbox: ' + (('UNAVAILABLE: ' + p) if p else 'ok; limits: ' + sandbox.limits_in_force()))"; fi
+	@{ command -v gcc && command -v g++ && command -v pkg-config && command -v dot; } >/dev/null \
+		|| bash tests/apt_install.sh build-essential pkg-config graphviz  # environment builds: sdists, sphinx 7.2+
 	@bash tests/ensure_chromium.sh
 
 demo: install
@@ -30,8 +35,10 @@ demo: install
 test: install system-deps
 	$(PY) -m pytest --nbval-lax tests notebooks
 
+# ruff, and no committed notebook may carry outputs or execution counts (the notebooks stay thin narratives)
 lint: install
 	$(VENV)/bin/ruff check lib tests
+	$(PY) tests/check_notebooks_clean.py notebooks
 
 clean-outputs:
 	find outputs -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +

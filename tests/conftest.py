@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import textwrap
 from pathlib import Path
@@ -130,3 +132,87 @@ def toy_repo(tmp_path) -> tuple[Path, dict]:
         "eval_script": eval_script(base, TEST_PATCH),
     }
     return repo, instance
+
+
+# -- the session-wide check: no test leaves a process, a mount or a change under /etc behind ----------------
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper() -> bool:
+    """Orphans of our tests (a daemon, a stand-in that outlived its evaluation) become our children instead of
+    init's, so the check below can see them."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _live_children() -> dict[int, str]:
+    me = os.getpid()
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == me and state != "Z":
+            found[int(proc.name)] = cmdline
+    return found
+
+
+def _mounts() -> set[tuple[str, str]]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return {(line.split()[4], line.split(" - ", 1)[1].split()[0]) for line in lines}
+
+
+def _etc_state() -> dict[str, tuple]:
+    state = {}
+    for root, _dirs, files in os.walk("/etc"):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            state[path] = (info.st_size, info.st_mtime_ns, info.st_ino)
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """Fails the run when the tests leave a process (of ours, orphans included), a mount in our namespace or a
+    change under /etc: what an evaluation that escaped its sandbox would leave (issue 11)."""
+    import time
+
+    subreaper = _become_subreaper()
+    processes, mounts, etc = set(_live_children()), _mounts(), _etc_state()
+    yield
+    left = {}
+    for _ in range(50):  # a killed process takes a moment to go
+        left = {pid: cmd for pid, cmd in _live_children().items() if pid not in processes}
+        if not left:
+            break
+        time.sleep(0.1)
+    for pid in left:  # reported below, and not left running either
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    problems = []
+    if left:
+        problems.append(f"processes left running{'' if subreaper else ' (no subreaper)'}: {left}")
+    added, removed = _mounts() - mounts, mounts - _mounts()
+    if added or removed:
+        problems.append(f"mounts changed in the test process's namespace: added {sorted(added)}, removed "
+                        f"{sorted(removed)}")
+    after = _etc_state()
+    changed = sorted(p for p in set(etc) | set(after) if etc.get(p) != after.get(p))
+    if changed:
+        problems.append(f"files under /etc changed: {changed[:20]}")
+    assert not problems, "; ".join(problems)

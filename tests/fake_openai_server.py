@@ -3,13 +3,24 @@
 Replies are scripted: a queue of reply dicts consumed in order, then `default`, or a `responder(request)`
 callable. It records every request (path, headers, JSON body) so tests can check what the client sent.
 It also answers ThunderAgent's control routes (/programs/release, /programs, /profiles) and /health.
+
+Concurrency is proven with a barrier, not a stopwatch: `hold_until_in_flight(n)` holds chat requests until n
+are in flight at once (then lets them all through); if that never happens within the bound, they fail with 503
+and `barrier_error` says how many there were.
+
+Run as a script it is a server process that can die like the embedded one (see `main`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import resource
+import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -37,6 +48,12 @@ def slow(seconds: float) -> Reply:
             "delay": seconds}
 
 
+def hang() -> Reply:
+    """Answer only when the server stops: the client's timeout fires first, however slow the machine."""
+    return {"kind": "ok", "content": "late", "usage": True, "tool_calls": None, "finish_reason": "stop",
+            "hang": True}
+
+
 def truncated() -> Reply:
     """A 200 whose JSON body is cut in the middle."""
     return {"kind": "truncated"}
@@ -57,13 +74,23 @@ class FakeOpenAIServer:
         self.responder = responder
         self.requests: list[dict] = []
         self.releases: list[str] = []
-        self.programs: dict[str, Any] = {"programs": []}
-        self.profiles: dict[str, Any] = {"profiles": []}
+        self.programs: Any = {}  # ThunderAgent answers {program_id: state} and {program_id: profile}
+        self.profiles: Any = {}
         self.healthy = True
         self.drop_releases = 0  # close this many release connections unanswered and unrecorded (a full queue)
         self.in_flight = 0
         self.max_in_flight = 0  # most chat requests being answered at once
+        self.barrier: int | None = None  # see hold_until_in_flight
+        self.barrier_timeout_s = 60.0
+        self.barrier_met = False
+        self.barrier_error: str | None = None
+        self._barrier_peak = 0
+        self.get_routes: dict[str, Callable[[], tuple[str, str]]] = {}  # path -> () -> (content type, text)
+        self.on_chat: Callable[[int], None] | None = None  # called with the chat request's number (1, 2, ...)
+        self._n_chat = 0
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._stopping = threading.Event()  # releases hung requests
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -91,6 +118,7 @@ class FakeOpenAIServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -103,6 +131,34 @@ class FakeOpenAIServer:
         self.stop()
 
     # -- scripting ---------------------------------------------------------------------------------
+    def hold_until_in_flight(self, n: int, timeout_s: float = 60.0) -> None:
+        """Hold chat requests until `n` are in flight at once, then release them all (later ones pass
+        freely). A request still held after `timeout_s` gets a 503, and barrier_error says why."""
+        with self._cond:
+            self.barrier, self.barrier_timeout_s = n, timeout_s
+            self.barrier_met, self.barrier_error, self._barrier_peak = False, None, self.in_flight
+
+    def _enter_chat(self) -> Reply | None:
+        """Count a chat request in; wait at the barrier. Returns an error reply when the wait failed."""
+        with self._cond:
+            self._n_chat += 1
+            number = self._n_chat
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.barrier is not None and not self.barrier_met:
+                self._barrier_peak = max(self._barrier_peak, self.in_flight)
+                if self.in_flight >= self.barrier:
+                    self.barrier_met = True
+                    self._cond.notify_all()
+                elif not self._cond.wait_for(lambda: self.barrier_met, timeout=self.barrier_timeout_s):
+                    self.barrier_error = self.barrier_error or (
+                        f"at most {self._barrier_peak} of {self.barrier} chat requests were in flight at once "
+                        f"within {self.barrier_timeout_s:.0f}s")
+                    return error(503, self.barrier_error)
+        if self.on_chat is not None:
+            self.on_chat(number)
+        return None
+
     def push(self, *replies: Reply) -> None:
         with self._lock:
             self._script.extend(replies)
@@ -224,6 +280,9 @@ def _make_handler(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._json(200, fake.programs)
             elif self.path == "/profiles":
                 self._json(200, fake.profiles)
+            elif self.path in fake.get_routes:  # e.g. a vLLM stand-in's /metrics
+                content_type, text = fake.get_routes[self.path]()
+                self._send(200, text.encode(), content_type=content_type)
             else:
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -244,13 +303,12 @@ def _make_handler(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if not self.path.endswith("/chat/completions"):
                 self._json(404, {"error": {"message": f"no route {self.path}"}})
                 return
-            with fake._lock:
-                fake.in_flight += 1
-                fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
             try:
-                reply = fake._next_reply(request)
+                reply = fake._enter_chat() or fake._next_reply(request)
                 if reply.get("delay"):
                     time.sleep(reply["delay"])
+                if reply.get("hang"):
+                    fake._stopping.wait(300)
             finally:
                 # counted as done before the answer is written: a client may send its next request the
                 # moment it reads this one, before this thread would get to run again
@@ -272,3 +330,39 @@ def _make_handler(fake: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._json(reply["status"], {"error": err}, reply.get("headers"))
 
     return Handler
+
+
+# -- a server process -------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """`python fake_openai_server.py --port N [--crash-after K [--signal SEGV]] [--hang-after K]`: serve until
+    killed, printing a log line per request. The (K+1)-th chat request kills the process with the signal
+    (the embedded server's segfault in mid-generation), or is held forever (for a test to kill it there).
+    Other arguments (the llama-cpp server's) are ignored, so it can stand in for that command line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--crash-after", type=int, default=None)
+    parser.add_argument("--signal", default="SEGV")
+    parser.add_argument("--hang-after", type=int, default=None)
+    args, _unknown = parser.parse_known_args(argv)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a deliberate crash leaves no core file behind
+
+    def on_chat(number: int) -> None:
+        print(f"fake server: chat request {number}", flush=True)
+        if args.crash_after is not None and number > args.crash_after:
+            print(f"fake server: crashing with SIG{args.signal} in request {number}", flush=True)
+            os.kill(os.getpid(), getattr(signal, f"SIG{args.signal}"))
+            threading.Event().wait()  # the signal may land on another thread: never answer meanwhile
+        if args.hang_after is not None and number > args.hang_after:
+            print(f"fake server: holding request {number} until killed", flush=True)
+            threading.Event().wait()
+
+    server = FakeOpenAIServer(port=args.port, default=ok("```diff\n```"))
+    server.on_chat = on_chat
+    server.start()
+    print(f"fake server: listening on {server.base_url}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

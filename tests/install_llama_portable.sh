@@ -19,12 +19,12 @@ WHEELS="${SWELAB_CACHE:-$HOME/.cache/swelab}/wheels/llama-cpp-python-portable-$K
 LOG="$(dirname "$PY")/../llama-build.log"
 
 if ! ls "$WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-    echo "Building llama-cpp-python $VERSION (portable: GGML_NATIVE=OFF, AVX2 baseline) once; about 4 minutes on"
+    echo "Building llama-cpp-python $VERSION (portable: GGML_NATIVE=OFF, AVX2 baseline) once; about 5 minutes on"
     echo "2 cores. The [N/M] lines are its progress; the full log is in $LOG."
     mkdir -p "$WHEELS.tmp"
     CMAKE_ARGS="$FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
         "$PY" -m pip wheel -v --no-deps --no-cache-dir -w "$WHEELS.tmp" "llama-cpp-python==$VERSION" 2>&1 \
-        | tee "$LOG" | { grep --line-buffered -E '^\s*\[ *[0-9]+/[0-9]+\]|^Successfully|Building wheel' || true; } \
+        | tee "$LOG" | { sed -nuE 's#^\s*\[ *([0-9]+/[0-9]+)\].* -o ([^ ]*/)?([^ /]+) .*#  [\1] \3#p; /^Successfully/p' || true; } \
         || { tail -40 "$LOG"; echo "llama-cpp-python build failed: full log in $LOG"; exit 1; }
     ls "$WHEELS.tmp"/llama_cpp_python-*.whl >/dev/null 2>&1 \
         || { tail -40 "$LOG"; echo "llama-cpp-python build made no wheel: full log in $LOG"; exit 1; }

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
-from swelab.evaluate.local import EvaluationError, VerdictCache, evaluate_local, write_run_report
-from swelab.io import write_json, write_jsonl
+from swelab.evaluate.backends import write_run_report
+from swelab.evaluate.local import LOCAL_LABEL, EvaluationError, VerdictCache, evaluate_local
+from swelab.rundir import RunLayout
 from swelab.workspace.repos import Workspace
 
 
@@ -85,15 +87,17 @@ def test_verdict_cache_is_keyed_by_instance_and_patch(workspace, toy_repo, tmp_p
 
 def test_run_report_has_the_official_shape(tmp_path, toy_repo):
     _, instance = toy_repo
-    preds = tmp_path / "predictions" / "m__a1.jsonl"
-    write_jsonl(preds, [{"instance_id": "toy__toy-1", "model_name_or_path": "m", "model_patch": ""}])
-    write_json(tmp_path / "eval" / "m__a1" / "toy__toy-1" / "report.json",
-               {"toy__toy-1": {"resolved": False, "patch_successfully_applied": True}})
-    summary = write_run_report(tmp_path, preds, {"toy__toy-1": instance})
+    layout = RunLayout(tmp_path)
+    layout.write_predictions("m", 1, [{"instance_id": "toy__toy-1", "model_name_or_path": "m", "model_patch": ""}])
+    layout.write_verdict("m", 1, "toy__toy-1", {"resolved": False, "patch_successfully_applied": True}, None)
+    pset, = layout.prediction_sets()
+    backend = SimpleNamespace(name="local", label=LOCAL_LABEL)
+    summary = write_run_report(layout, pset, {"toy__toy-1": instance, "toy__toy-2": instance}, backend, {}, 0.0)
     report = json.loads((tmp_path / "eval" / "m__a1" / "report.json").read_text())
     assert report["schema_version"] == 2
     assert report["unresolved_ids"] == ["toy__toy-1"] and report["empty_patch_ids"] == ["toy__toy-1"]
-    assert summary["resolved_instances"] == 0 and report["label"] == "official grading, local environment"
+    assert summary.resolved == 0 and report["label"] == "official grading, local environment"
+    assert (summary.model, summary.attempt, summary.missing_ids) == ("m", 1, ["toy__toy-2"])
 
 
 def test_tests_that_hang_are_killed_and_graded_unresolved(workspace, toy_repo):
@@ -144,3 +148,34 @@ def test_a_cached_environment_from_other_pieces_is_rebuilt_not_trusted(workspace
     assert workspace.builds["environments"] == 2
     workspace.environment(instance)
     assert workspace.builds["environments"] == 2
+
+
+def test_without_its_sandbox_an_evaluation_stops_and_runs_nothing(workspace, toy_repo, monkeypatch, tmp_path):
+    """Fail closed: no bwrap / namespaces / limits means one line saying what is missing, never a run on the
+    host."""
+    from swelab import sandbox
+
+    _, instance = toy_repo
+    witness = tmp_path / "ran-on-the-host"
+    script = instance["eval_script"].replace("python -m pytest", f"touch {witness}; python -m pytest")
+    monkeypatch.setattr(sandbox, "_probe_eval", lambda: "ip not found on PATH (Debian package iproute2; "
+                        "make system-deps (README: the sandbox) installs what is missing)")
+    with pytest.raises(sandbox.SandboxUnavailable, match="ip not found.*make system-deps"):
+        evaluate_local(dict(instance, eval_script=script), instance["patch"], workspace)
+    assert not witness.exists()
+    monkeypatch.setattr(sandbox, "_probe_bwrap", lambda: "bwrap not found on PATH")
+    with pytest.raises(sandbox.SandboxUnavailable, match="bwrap not found"):
+        evaluate_local(dict(instance, eval_script=script), instance["patch"], workspace)
+    assert not witness.exists()
+
+
+def test_a_model_patch_touching_the_tests_is_refused_but_gold_is_not(workspace, toy_repo):
+    from swelab.evaluate.local import patch_refusal
+
+    _, instance = toy_repo
+    assert patch_refusal(instance, instance["patch"]) is None
+    assert "test file tests/test_core.py" in patch_refusal(instance, instance["test_patch"])
+    conftest = "diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n--- /dev/null\n+++ b/conftest.py\n"
+    assert "conftest.py" in patch_refusal(instance, conftest + "@@ -0,0 +1 @@\n+x = 1\n")
+    verdict = evaluate_local(instance, instance["test_patch"], workspace)
+    assert not verdict.resolved and "refused: the patch changes the task's test file" in verdict.log

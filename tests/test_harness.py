@@ -84,7 +84,7 @@ def test_modal_is_refused_up_front_on_5x_test_specs(tmp_path):
     with pytest.raises(HarnessError, match="setup_env_script"):
         harness.harness_command("SWE-bench/SWE-bench_Lite", preds, "r", modal=True)
     with pytest.raises(HarnessError, match="setup_env_script"):
-        harness.evaluate_run_official(None, tmp_path, "modal")
+        harness.check_backend("modal")
 
 
 def test_modal_command_line_when_modal_would_work(tmp_path, monkeypatch):
@@ -199,9 +199,9 @@ def test_committed_report_fixture_parses_and_broken_reports_are_named(tmp_path):
 def test_official_backends_refuse_without_an_engine(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "docker_available", lambda: (False, "no Docker engine (test)"))
     with pytest.raises(HarnessError, match=r"^no Docker engine \(test\)$"):
-        harness.evaluate_run_official(None, tmp_path, "docker")
+        harness.check_backend("docker")
     with pytest.raises(HarnessError, match="docker or modal"):
-        harness.evaluate_run_official(None, tmp_path, "local")
+        harness.check_backend("local")
 
 
 def test_old_schema_rows_become_a_harness_dataset(tmp_path):

@@ -183,3 +183,172 @@ def test_a_model_whose_every_attempt_failed_to_run_says_which_failures() -> None
     grid = _attempts([("M", "a-1", 1, "malformed", False, False), ("M", "a-1", 2, "timeout", False, False)])
     note = metrics.leaderboard_v0(grid).set_index("model").loc["M", "note"]
     assert note == "nothing resolved: every attempt was a run failure (malformed, timeout)"
+
+
+# ---------------------------------------------------------------- analysis v2: reliability, uncertainty, trust
+
+
+@pytest.mark.parametrize(("n", "c", "k", "expected"), [
+    (2, 1, 2, 0.0), (3, 2, 2, 1 / 3), (5, 3, 2, 3 / 10), (4, 4, 3, 1.0), (5, 2, 1, 0.4), (6, 0, 1, 0.0),
+])
+def test_pass_hat_k_hand_cases(n: int, c: int, k: int, expected: float) -> None:
+    assert metrics.pass_hat_k(n, c, k) == pytest.approx(expected)          # C(c, k) / C(n, k)
+
+
+def test_pass_hat_k_rejects_impossible_input() -> None:
+    with pytest.raises(ValueError, match="pass_hat_k"):
+        metrics.pass_hat_k(2, 1, 3)
+
+
+K3 = _attempts([  # R: a-1 resolved 2 of 3, b-2 resolved 3 of 3
+    ("R", "a-1", 1, "ok", True, False), ("R", "a-1", 2, "ok", False, False), ("R", "a-1", 3, "ok", True, False),
+    ("R", "b-2", 1, "ok", True, False), ("R", "b-2", 2, "ok", True, False), ("R", "b-2", 3, "ok", True, False),
+])
+
+
+def test_leaderboard_v0_has_pass_at_k_and_pass_hat_k_for_every_k() -> None:
+    row = metrics.leaderboard_v0(K3).set_index("model").loc["R"]
+    assert row["pass@1"] == pytest.approx((2 / 3 + 1) / 2)
+    assert row["pass@2"] == pytest.approx(1.0) and row["pass@3"] == pytest.approx(1.0)
+    assert row["pass^2"] == pytest.approx((1 / 3 + 1) / 2)                  # C(2,2)/C(3,2) = 1/3
+    assert row["pass^3"] == pytest.approx((0 + 1) / 2)
+    board = metrics.leaderboard_v0(GRID).set_index("model")
+    assert board.loc["X", "pass^2"] == 0.0 and math.isnan(board.loc["O", "pass^2"])
+
+
+def test_clustered_se_hand_values() -> None:
+    # mean 0.75, residuals by cluster: a -0.5, b +0.5 -> 2/1 * 0.5 / 16 = 0.0625
+    assert metrics.clustered_se([1, 0, 1, 1], ["a", "a", "b", "b"]) == pytest.approx(0.25)
+    # mean 0.5, cluster sums 0.5, -1, 0.5 -> 3/2 * 1.5 / 36 = 0.0625
+    assert metrics.clustered_se([1, 0, 0, 1, 1, 0], list("abbccc")) == pytest.approx(0.25)
+    assert math.isnan(metrics.clustered_se([1, 0], ["a", "a"]))          # one repository: no estimate
+    with pytest.raises(ValueError, match="one cluster per value"):
+        metrics.clustered_se([1, 0], ["a"])
+
+
+def test_leaderboard_v1_has_naive_and_repo_clustered_standard_errors() -> None:
+    grid = _attempts([("M", f"{repo}-{i}", 1, "ok", ok, False)
+                      for repo, i, ok in (("a", 1, True), ("a", 2, False), ("b", 3, True), ("b", 4, True))])
+    row = metrics.leaderboard_v1(grid).set_index("model").loc["M"]
+    assert row["pass@1_se_repo"] == pytest.approx(0.25) and row["n_repos"] == 2
+    assert row["pass@1_se"] == pytest.approx(0.5 / 2)                     # sd(1,0,1,1) = 0.5, sqrt(4) = 2
+
+
+def test_minimum_detectable_difference_hand_values() -> None:
+    z = 1.959964 + 0.841621                                                # z_0.975 + z_0.80
+    assert metrics.minimum_detectable_difference(18, 2) == pytest.approx(z * math.sqrt(0.25 / 18), rel=1e-5)
+    assert metrics.minimum_detectable_difference(18, 2) == pytest.approx(0.3302, abs=1e-4)
+    assert metrics.minimum_detectable_difference(100, 1) == pytest.approx(z * math.sqrt(0.5 / 100), rel=1e-5)
+    assert metrics.minimum_detectable_difference(100, 1, omega2=0.1) > metrics.minimum_detectable_difference(100, 1)
+    assert math.isnan(metrics.minimum_detectable_difference(0, 2))
+    assert metrics.observed_mdd([1, 0, 1, 0]) == pytest.approx(z * math.sqrt(1 / 3) / 2, rel=1e-5)
+
+
+def test_paired_difference_and_pairwise_columns() -> None:
+    # X per instance: a-1 1/2, b-2 0/2; Y: 0, 0 -> differences 0.5, 0
+    result = metrics.paired_difference(GRID, "X", "Y")
+    assert result["diff"] == pytest.approx(0.25)
+    assert result["diff_ci_low"] <= 0.25 <= result["diff_ci_high"]
+    assert result["mdd_80"] == pytest.approx((1.959964 + 0.841621) * 0.25, rel=1e-5)   # sd 0.3536 / sqrt(2)
+    pairs = metrics.pairwise_comparisons(GRID, metrics.leaderboard_v0(GRID)).set_index(["model A", "model B"])
+    assert {"diff", "diff_ci_low", "diff_ci_high", "mdd_80", "p_value"} <= set(pairs.columns)
+    xy = pairs.loc[("X", "Y")] if ("X", "Y") in pairs.index else pairs.loc[("Y", "X")]
+    assert abs(xy["diff"]) == pytest.approx(0.25)
+
+
+def _discrimination(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def test_instance_flags_and_trusted_scores() -> None:
+    disc = _discrimination([
+        {"instance_id": "a-1", "non_discriminating": True, "flaky": False, "repeats": 1},
+        {"instance_id": "a-2", "non_discriminating": False, "flaky": True, "repeats": 3,
+         "gold_resolved": [True, False, True], "no_patch_resolved": [False, False, False]},
+        {"instance_id": "b-3", "non_discriminating": False, "flaky": False, "repeats": 3,
+         "gold_resolved": [False, False, False], "no_patch_resolved": [False] * 3},
+        {"instance_id": "b-4", "non_discriminating": False, "flaky": False, "repeats": 3,
+         "gold_resolved": [True] * 3, "no_patch_resolved": [False] * 3},
+    ])
+    grid = _attempts([("M", iid, 1, "ok", ok, False) for iid, ok in
+                      (("a-1", True), ("a-2", True), ("b-3", False), ("b-4", True), ("b-5", False))]
+                     + [("gold", "b-5", 1, "ok", False, True)])
+    grid["mode"] = ["patch"] * 5 + ["builtin"]
+    flags = metrics.instance_flags(disc, grid).set_index("instance_id")
+    assert list(flags.index) == ["a-1", "a-2", "b-3", "b-4", "b-5"]
+    assert flags["trusted"].to_dict() == {"a-1": False, "a-2": False, "b-3": False, "b-4": True, "b-5": False}
+    assert flags.loc["b-3", "gold_fails"] and flags.loc["b-5", "gold_fails"]     # repeats, and the gold model
+    assert metrics.untrusted_ids(flags.reset_index()) == ["a-1", "a-2", "b-3", "b-5"]
+    trusted = metrics.trusted_scores(grid, flags.reset_index())
+    assert trusted.loc["M", "pass@1_trusted"] == 1.0 and trusted.loc["M", "n_trusted"] == 1     # b-4 only
+    board = metrics.leaderboard_v4(grid, flags=flags.reset_index()).set_index("model")
+    assert board.loc["M", "pass@1"] == pytest.approx(0.6) and board.loc["M", "pass@1_trusted"] == 1.0
+    assert metrics.instance_flags(pd.DataFrame()).empty
+
+
+def test_failure_classes_difficulty_and_unsolved() -> None:
+    grid = _attempts([
+        ("A", "a-1", 1, "ok", True, False), ("A", "a-1", 2, "ok", False, False),
+        ("B", "a-1", 1, "ok", False, False), ("B", "a-1", 2, "timeout", False, False),
+        ("A", "b-2", 1, "ok", False, False), ("A", "b-2", 2, "error", False, False),
+        ("B", "b-2", 1, "ok", False, False), ("B", "b-2", 2, "malformed", False, False),
+        ("empty", "a-1", 1, "ok", True, False), ("G", "b-2", 1, "ok", True, True),
+    ])
+    grid["patch_applied"] = pd.array([True, True, True, pd.NA, False, pd.NA, True, pd.NA, True, True],
+                                     dtype="boolean")
+    grid["has_patch"] = True
+    kinds = metrics.failure_class(grid).tolist()
+    assert kinds == ["resolved", "wrong patch", "wrong patch", "run failure", "apply error", "infra error",
+                     "wrong patch", "run failure", "resolved", "resolved"]
+    difficulty = metrics.instance_difficulty(grid, exclude=["empty"]).set_index("instance_id")
+    assert difficulty.loc["a-1", "share_resolved"] == 0.25 and difficulty.loc["a-1", "models_resolving"] == 1
+    assert difficulty.loc["b-2", "share_resolved"] == 0.0 and difficulty.loc["b-2", "graded"] == 4  # oracle out
+    assert list(difficulty.index) == ["b-2", "a-1"]                                              # hardest first
+    unsolved = metrics.unsolved_by_all(difficulty.reset_index())
+    assert unsolved["instance_id"].tolist() == ["b-2"]
+    assert unsolved.loc[0, "failures"] == "run failure x1, infra error x1, apply error x1, wrong patch x1"
+
+
+def test_probe_hits_and_scores() -> None:
+    assert metrics.probe_hits(["a.py"], ["a.py"]) == (True, True)
+    assert metrics.probe_hits(["a.py", "b.py"], ["a.py"]) == (False, True)
+    assert metrics.probe_hits(["c.py"], ["a.py"]) == (False, False)
+    assert metrics.probe_hits(None, ["a.py"]) == (False, False)
+    probe = pd.DataFrame([
+        # SWE-bench: 2 of 3 answered attempts exact, 3 of 3 hit; the timeout is not an answer
+        ("p", "SWE-bench", "ok", ["x/a.py"], ["x/a.py"], 0.01),
+        ("p", "SWE-bench", "ok", ["x/a.py", "y.py"], ["x/a.py"], 0.01),
+        ("p", "SWE-bench", "ok", ["x/b.py", "x/c.py"], ["x/c.py", "x/b.py"], 0.01),
+        ("p", "SWE-bench", "timeout", None, ["x/a.py"], 0.01),
+        # minibench: one miss, one reply with no file at all (malformed: a miss)
+        ("p", "minibench", "ok", ["m/z.py"], ["m/a.py"], 0.02),
+        ("p", "minibench", "malformed", [], ["m/a.py"], 0.02),
+    ], columns=["model", "family", "status", "probe_files", "gold_files", "cost_usd"])
+    scores = metrics.probe_scores(probe).set_index(["model", "family"])
+    assert scores.loc[("p", "SWE-bench"), "probe_exact"] == pytest.approx(2 / 3)
+    assert scores.loc[("p", "SWE-bench"), "probe_any_hit"] == 1.0 and scores.loc[("p", "SWE-bench"), "n"] == 3
+    assert scores.loc[("p", "SWE-bench"), "cost_usd"] == pytest.approx(0.04)               # the timeout cost too
+    assert scores.loc[("p", "minibench"), "probe_any_hit"] == 0.0 and scores.loc[("p", "minibench"), "n"] == 2
+    assert metrics.probe_scores(probe.iloc[:0]).empty
+
+
+def test_leaderboard_v4_cost_per_resolved_and_probe_columns() -> None:
+    grid = GRID.assign(cost_usd=0.5)                      # X: 4 attempts -> $2.00, one instance resolved
+    probe = pd.DataFrame([{"model": "X", "family": "SWE-bench", "n": 4, "probe_exact": 0.25, "probe_any_hit": 0.75,
+                           "cost_usd": 0.1}])
+    board = metrics.leaderboard_v4(grid, probe=probe).set_index("model")
+    assert board.loc["X", "cost_per_resolved"] == pytest.approx(2.0)
+    assert math.isnan(board.loc["Y", "cost_per_resolved"])                    # nothing resolved: no price
+    assert board.loc["X", "probe_any_hit"] == 0.75 and board.loc["X", "probe_cost_usd"] == pytest.approx(0.1)
+    assert math.isnan(board.loc["Y", "probe_exact"])
+    assert board.loc["X", "pass@1_trusted"] == board.loc["X", "pass@1"]       # no flags: every instance counts
+
+
+def test_instance_flags_read_the_older_discrimination_shape_too() -> None:
+    # the official harness backend writes no repeats: its rows lack flaky / repeats / verdict lists (NaN here)
+    disc = pd.DataFrame([{"instance_id": "a-1", "non_discriminating": False, "fail_to_pass_passing_unpatched": []},
+                         {"instance_id": "a-2", "non_discriminating": True, "flaky": False, "repeats": 2,
+                          "gold_resolved": [True, True], "no_patch_resolved": [True, True]}])
+    flags = metrics.instance_flags(disc).set_index("instance_id")
+    assert flags.loc["a-1", "trusted"] and not flags.loc["a-1", "flaky"] and flags.loc["a-1", "repeats"] == 1
+    assert not flags.loc["a-2", "trusted"] and flags.loc["a-2", "repeats"] == 2

@@ -3,20 +3,24 @@ calls.jsonl, ThunderAgent program_id/release semantics, and no secret in any wri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from fake_openai_server import FakeOpenAIServer, error, ok, slow, truncated
+from fake_openai_server import FakeOpenAIServer, error, hang, ok, truncated
 
 from swelab.generate.providers import ProviderError, open_program, program_id_for, redact
-from swelab.generate.providers.profiles import resolve_endpoint, server_root
+from swelab.generate.providers.profiles import PROFILES, resolve_endpoint, server_root
 from swelab.params import ModelConfig
+from swelab.registry import PROVIDERS
 
 FAKE_KEY = "sk-test-SECRET-0123456789abcdef"
 
@@ -59,7 +63,7 @@ def test_success_records_provider_usage_and_sends_uniform_fields(server, tmp_pat
     tokens = (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"], row["reasoning_tokens"])
     assert tokens == (11, 3, 5, 2)
     assert row["cost_usd"] is None and row["error_kind"] is None and row["retries"] == 0
-    assert row["program_id"] == "org-fake-model:astropy__astropy-1:1"
+    assert row["program_id"].startswith("org-fake-model:astropy__astropy-1:1:")  # + this execution's tag
     assert row["latency_s"] >= 0 and row["ended_at"] >= row["started_at"]
     assert totals["n_calls"] == 1 and totals["prompt_tokens"] == 11
 
@@ -78,14 +82,15 @@ def test_streaming_records_time_to_first_token_and_assembles_the_message(server,
     assert row["prompt_tokens"] is not None and row["completion_tokens"] is not None
 
 
-def test_unreported_usage_stays_null(server, tmp_path):
+def test_unreported_usage_is_counted_and_says_so(server, tmp_path):
     server.push(ok("x", usage=None))
     with open_program(model(server.base_url), tmp_path, "i", 1) as client:
         client.complete([{"role": "user", "content": "hi"}])
         totals = client.totals()
     (row,) = read_calls(tmp_path)
-    assert row["prompt_tokens"] is None and row["completion_tokens"] is None
-    assert totals["prompt_tokens"] is None and totals["n_calls"] == 1
+    assert row["token_source"] == "approx"  # the fake server has no tokenize route: chars/4
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (8, 1)
+    assert totals["prompt_tokens"] == 8 and totals["n_calls"] == 1
 
 
 def test_tool_calls_come_back_as_plain_dicts(server, tmp_path):
@@ -149,7 +154,7 @@ def test_errors_are_normalized_and_retried_only_when_transient(server, tmp_path,
 
 
 def test_timeout_is_retried_and_never_passes_the_deadline(server, tmp_path):
-    server.default = slow(3.0)
+    server.default = hang()  # answers only when the server stops: the timeout fires first
     cfg = model(server.base_url, options={"request_timeout_s": 0.3, "max_retries": 1})
     with open_program(cfg, tmp_path, "i", 1, sleep=no_sleep) as client, pytest.raises(ProviderError) as info:
         client.complete([{"role": "user", "content": "hi"}])
@@ -187,8 +192,9 @@ def test_thunderagent_program_id_on_every_request_and_one_release(server, tmp_pa
     with open_program(cfg, tmp_path, "django__django-11099", 2) as client:
         for _ in range(3):
             client.complete([{"role": "user", "content": "step"}])
-    pid = program_id_for("org/fake-model", "django__django-11099", 2)
-    assert pid == "org-fake-model:django__django-11099:2"
+    pid = client.program_id
+    assert pid.startswith(program_id_for("org/fake-model", "django__django-11099", 2) + ":")
+    assert program_id_for("org/fake-model", "django__django-11099", 2) == "org-fake-model:django__django-11099:2"
     assert [r["body"]["program_id"] for r in server.chat_requests()] == [pid] * 3
     assert server.releases == [pid]
     release = [r for r in server.requests if r["path"] == "/programs/release"]
@@ -199,12 +205,23 @@ def test_thunderagent_program_id_on_every_request_and_one_release(server, tmp_pa
 def test_release_happens_exactly_once_when_the_attempt_fails(server, tmp_path, failure):
     options = {"request_timeout_s": 0.2, "max_retries": 0}
     cfg = model(server.base_url, provider="thunderagent", options=options)
-    server.default = {"exception": ok(), "provider_error": error(500, "x"), "timeout": slow(2.0)}[failure]
+    server.default = {"exception": ok(), "provider_error": error(500, "x"), "timeout": hang()}[failure]
     with pytest.raises((RuntimeError, ProviderError)):
         with open_program(cfg, tmp_path, "inst", 1) as client:
             client.complete([{"role": "user", "content": "hi"}])
             raise RuntimeError("agent crashed")
-    assert server.releases == [program_id_for("org/fake-model", "inst", 1)]
+    assert server.releases == [client.program_id]
+
+
+def test_every_execution_of_an_attempt_is_a_new_program(server, tmp_path):
+    # a redo (force, or a resumed run) must never reuse a program id the router already saw released
+    cfg = model(server.base_url, provider="thunderagent")
+    ids = []
+    for _ in range(2):
+        with open_program(cfg, tmp_path, "inst", 1) as client:
+            client.complete([{"role": "user", "content": "hi"}])
+        ids.append(client.program_id)
+    assert len(set(ids)) == 2 and server.releases == ids
 
 
 def test_concurrent_programs_each_release_once(server, tmp_path):
@@ -223,36 +240,30 @@ def test_concurrent_programs_each_release_once(server, tmp_path):
         assert req["body"]["program_id"] == pids[i]
 
 
-def test_max_concurrency_gates_requests_to_one_endpoint(server, tmp_path):
-    server.default = slow(0.2)
-    cfg = model(server.base_url, options={"max_concurrency": 1})
+class BarrierClient:
+    """An `openai.OpenAI` stand-in whose calls wait until `parties` calls are in flight at once."""
+
+    def __init__(self, parties: int):
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    def create(self, **kwargs):
+        self.barrier.wait()  # raises BrokenBarrierError if the calls were serialized
+        message = {"role": "assistant", "content": "together"}
+        return SimpleNamespace(choices=[SimpleNamespace(message=message, finish_reason="stop")], usage=None)
+
+
+def test_max_concurrency_is_the_runners_gate_not_the_clients(tmp_path):
+    # one gate only: the runner's semaphore, taken before the attempt's clock starts (tests/test_runner.py)
+    cfg = model("http://127.0.0.1:9/v1", options={"max_concurrency": 1, "max_retries": 0})
+    fake = BarrierClient(2)
 
     def attempt(i: int) -> str:
-        with open_program(cfg, tmp_path / str(i), f"i{i}", 1) as client:
+        with open_program(cfg, tmp_path / str(i), f"i{i}", 1, openai_client=fake) as client:
             return client.complete([{"role": "user", "content": "x"}]).message["content"]
 
-    with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(attempt, range(4))) == ["late"] * 4
-    assert server.max_in_flight == 1
-
-
-def test_waiting_for_a_slot_ends_at_the_deadline(server, tmp_path):
-    server.default = slow(2.5)
-    cfg = model(server.base_url, options={"max_concurrency": 1, "max_retries": 0})
-    deadline = time.monotonic() + 2.0
-
-    def attempt(i: int) -> str:
-        with open_program(cfg, tmp_path / str(i), f"i{i}", 1) as client:
-            try:
-                client.complete([{"role": "user", "content": "x"}], deadline=deadline)
-                return "ok"
-            except ProviderError as exc:
-                return exc.kind
-
     with ThreadPoolExecutor(2) as pool:
-        kinds = list(pool.map(attempt, range(2)))
-    assert kinds == ["timeout", "timeout"]
-    assert len(server.chat_requests()) == 1  # the second never reached the busy server
+        assert list(pool.map(attempt, range(2))) == ["together", "together"]
 
 
 def test_server_root_drops_v1():
@@ -268,7 +279,7 @@ def test_batch_with_30_percent_faults_completes_with_reasons(server, tmp_path):
     faults = [
         lambda: error(429, "rate", headers={"Retry-After": "0"}),
         lambda: error(500, "boom"),
-        lambda: slow(1.0),
+        hang,
         truncated,
         lambda: error(404, "no such model", code="model_not_found"),
     ]
@@ -361,6 +372,22 @@ def test_profiles_resolve_hosted_urls_and_openrouter_cost_flag():
     assert "base_url" in info.value.message
 
 
+def test_local_without_base_url_is_unavailable_and_the_url_travels_in_the_entry():
+    # the runner starts the embedded server and hands the agent a copy of the entry with base_url set;
+    # there is no other way in (no module-level registry of local URLs)
+    cfg = ModelConfig(name="tiny", kind="patch", provider="local", model_id="m")
+    with pytest.raises(ProviderError) as info:
+        resolve_endpoint(cfg)
+    assert info.value.kind == "unavailable" and "embedded server is not running" in info.value.message
+    served = dataclasses.replace(cfg, base_url="http://127.0.0.1:5555/v1/")
+    assert resolve_endpoint(served).base_url == "http://127.0.0.1:5555/v1"
+
+
+def test_profiles_are_the_registry_table():
+    assert PROFILES is PROVIDERS
+    assert {name for name, spec in PROVIDERS.items() if spec.requires_base_url} == {"vllm", "thunderagent"}
+
+
 def test_openrouter_cost_is_recorded(server, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENROUTER_API_KEY", FAKE_KEY)
     usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6, "cost": 0.0012}
@@ -379,7 +406,7 @@ def test_a_release_whose_connection_is_reset_is_sent_again(server, tmp_path):
     cfg = model(server.base_url, provider="thunderagent")
     with open_program(cfg, tmp_path, "inst", 1) as client:
         client.complete([{"role": "user", "content": "hi"}])
-    assert server.releases == [program_id_for("org/fake-model", "inst", 1)]
+    assert server.releases == [client.program_id]
     assert client.release_status["ok"] is True
     assert server.drop_releases == 0
 
@@ -395,5 +422,6 @@ def test_a_release_answered_with_an_error_is_not_sent_again(server, tmp_path, mo
     with open_program(cfg, tmp_path, "inst", 1) as client:
         client.complete([{"role": "user", "content": "hi"}])
         monkeypatch.setattr(urllib.request, "urlopen", failing_urlopen)
-    assert len(sent) == 1 and sent[0].endswith("/programs/release")
+    releases = [url for url in sent if url.endswith("/programs/release")]  # the profile is read first
+    assert len(releases) == 1
     assert client.release_status == {"ok": False, "message": "HTTP 503"}

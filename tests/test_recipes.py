@@ -14,6 +14,8 @@ import pytest
 from swebench.harness.grading import get_eval_report
 from swebench.harness.utils import make_test_spec
 
+from swelab import sandbox
+from swelab.evaluate.local import run_eval_script
 from swelab.workspace import recipes
 from swelab.workspace.recipes import RecipeError
 
@@ -103,7 +105,7 @@ def test_old_pythons_get_a_pip_they_can_run_and_a_missing_locale_is_built(monkey
     steps = [argv for argv, _ in recipes.environment_steps(row, "/py3.6", tmp_path / "env", None, tmp_path)]
     assert steps[-1][0] != "localedef"
     newer = recipes.environment_steps(lite("django__django-16046"), "/py3.9", tmp_path, None, tmp_path)
-    assert newer[1][0][-2:] == ["--upgrade", "pip"]  # the newest pip, where the Python runs it
+    assert newer[1][0][-2:] == ["--upgrade", recipes.PIP_DEFAULT]  # the newest pip with the legacy editable path
 
 
 def test_locale_installed_reads_locale_a():
@@ -193,9 +195,11 @@ def _grade(repo: Path, row: dict, model_patch: str, tmp_path: Path) -> dict:
         git("apply", str(tmp_path / "model.diff"), cwd=repo)
     spec = make_test_spec(recipes.with_grading_fields(row))
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    out = subprocess.run(["bash", "-c", spec.eval_script], cwd=repo, env=env, capture_output=True, text=True)
+    # through the evaluation sandbox, as every eval script: never plain bash on the host
+    output, timed_out = run_eval_script(repo, spec.eval_script, env, 120)
+    assert not timed_out, output[-2000:]
     log = tmp_path / "test_output.txt"
-    log.write_text(out.stdout + out.stderr)
+    log.write_text(output)
     # the script resets the test files it touched: only the model patch may remain
     changed = git("status", "--porcelain", "--untracked-files=no", cwd=repo).split()
     assert changed == (["M", "requests/__init__.py"] if model_patch else [])
@@ -247,10 +251,10 @@ def test_build_environment_runs_the_steps_in_order(swe_repo, tmp_path, monkeypat
 
     workspace = SimpleNamespace(ensure_commit=lambda repo_name, commit: repo)
     env = tmp_path / "env"
-    recipes.build_environment(row, env, workspace, runner=runner)
+    recipes.build_environment(row, env, workspace.ensure_commit, runner=runner)
     pips = [argv[argv.index("install") + 1 :] for argv, _, _ in seen if "install" in argv]
     assert seen[0][0][1:3] == ["-m", "venv"]
-    assert pips[0][-2:] == ["--upgrade", "pip"] and pips[1][-1] == "wheel"  # a recent pip, then wheel first
+    assert pips[0][-2:] == ["--upgrade", recipes.PIP_DEFAULT] and pips[1][-1] == "wheel"  # a recent pip, then wheel
     assert "Werkzeug==2.3.7" in pips[2]
     assert [r for _, _, r in seen if r] == ["pytest==7.3.1\n"]
     assert seen[-1][0][-2:] == ["-e", "."] and seen[-1][1] == env / "setup-src"
@@ -260,7 +264,7 @@ def test_build_environment_runs_the_steps_in_order(swe_repo, tmp_path, monkeypat
         return SimpleNamespace(returncode=1, stdout="", stderr="ERROR: no matching distribution for wheel")
 
     with pytest.raises(RecipeError, match="psf__requests-9999: environment step failed.*no matching distribution"):
-        recipes.build_environment(row, tmp_path / "env2", workspace, runner=failing)
+        recipes.build_environment(row, tmp_path / "env2", workspace.ensure_commit, runner=failing)
 
 
 def test_local_backend_grades_a_recipe_row_end_to_end(swe_repo, tmp_path, monkeypatch):
@@ -362,7 +366,7 @@ def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, t
     from swelab.workspace.repos import Workspace
 
     if not evaluate._can_unshare_net():
-        pytest.skip("this machine cannot create network and mount namespaces")
+        pytest.skip(f"no evaluation sandbox here: {sandbox.sandbox_problem(evaluation=True)}")
     repo, row = swe_repo
     (repo / "test_httpbin.py").write_text(HTTPBIN_TEST)
     git("add", "-A", cwd=repo)
@@ -379,7 +383,7 @@ def test_requests_tests_reach_a_local_httpbin_inside_their_namespace(swe_repo, t
     assert gold.resolved, gold.log[-3000:]
     assert gold.report["tests_status"]["PASS_TO_PASS"]["success"] == ["test_requests.py::test_one", *HTTPBIN_TESTS]
     assert {name: Path(name).read_text() for name in host_files} == host_files
-    assert not list((tmp_path / "cache").rglob("swelab-eval-tmp-*"))  # the evaluation's TMPDIR is gone
+    assert not list((tmp_path / "cache").rglob("swelab-eval-*"))  # the evaluation's scratch (its /tmp) is gone
 
 
 def _offline_steps(row, python, env, requirements_file, source):
@@ -438,3 +442,115 @@ def test_a_changed_recipe_changes_the_environment_identity(monkeypatch):
     changed = recipes.Recipe(**{**recipes.RECIPES[("pallets/flask", "2.3")].__dict__, "pip_packages": ("x==1",)})
     monkeypatch.setitem(recipes.RECIPES, ("pallets/flask", "2.3"), changed)
     assert environment_identity(row) != before  # so the environment built by the old recipe is rebuilt
+
+
+# ---------------------------------------------------------------- issue 13: what changed verdicts
+
+
+def test_old_requests_trust_the_standin_ca_through_requests_ca_bundle(tmp_path):
+    """requests 2.3's certs.where() is its bundled cacert.pem (no certifi): the stand-in's CA reaches it only
+    through REQUESTS_CA_BUNDLE, set only where certs.py does not use certifi."""
+    from swelab.workspace import standins
+
+    line = next(x for x in standins.service_lines(("httpbin",)) if "REQUESTS_CA_BUNDLE" in x)
+    (tmp_path / "requests").mkdir()
+    probe = f'swelab_trust=/trust; {line}; echo "${{REQUESTS_CA_BUNDLE:-unset}}"'
+    old = '"""Returns the preferred default CA certificate bundle."""\ndef where():\n    return "cacert.pem"\n'
+    for certs, expected in ((old, "/trust/certifi/cacert.pem"),
+                            ("try:\n    from certifi import where\nexcept ImportError:\n    pass\n", "unset")):
+        (tmp_path / "requests" / "certs.py").write_text(certs)
+        out = subprocess.run(["bash", "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin"})
+        assert out.stdout.strip() == expected, out.stderr
+
+
+def test_the_default_test_timeout_is_the_official_1800_s():
+    from swelab.params import RunParams
+
+    assert RunParams.__dataclass_fields__["eval_timeout_s"].default == 1800.0
+
+
+def test_a_timed_out_run_says_the_patch_applied_and_the_tests_timed_out(toy_repo, cache_dir):
+    from swelab.evaluate.local import evaluate_local
+    from swelab.workspace.repos import Workspace
+
+    repo, instance = toy_repo
+    workspace = Workspace(cache_dir, repo_sources={"toy/toy": str(repo)})
+    script = instance["eval_script"].replace("python -m pytest", "sleep 600; python -m pytest")
+    hang = dict(instance, eval_script=script)
+    verdict = evaluate_local(hang, instance["patch"], workspace, timeout_s=2)
+    assert ">>>>> Tests Timed Out" in verdict.log
+    assert verdict.report["patch_successfully_applied"] is True  # swebench's own report says false here
+    assert verdict.report["timed_out"] is True and not verdict.resolved
+
+
+def test_new_pythons_get_a_pip_that_still_installs_legacy_editable_projects():
+    # pylint 2.x builds with setuptools ~62.6 (no build_editable hook): pip 25.3+ cannot `pip install -e .` it
+    recipe = recipes.recipe_for(dict(lite("pallets__flask-4992"), repo="pylint-dev/pylint", version="2.15",
+                                     instance_id="pylint-dev__pylint-1"))
+    assert recipes.pip_spec(recipe) == "pip<25.3"
+    assert recipes.pip_spec(dataclasses_replace(recipe, python="3.6")) == "pip<22"
+
+
+def dataclasses_replace(recipe, **changes):
+    import dataclasses
+
+    return dataclasses.replace(recipe, **changes)
+
+
+def test_verified_rows_get_their_official_images_pins_and_share_an_environment_per_pin_set(tmp_path):
+    from swelab.workspace.environments import environment_identity, environment_key
+
+    verified = lite("psf__requests-2317")  # in Verified: swebench recorded its image
+    official = recipes.official_environment(verified)
+    assert official["python"] == "3.9" and "pytest==7.4.4" in official["pins"]
+    steps = [argv for argv, _ in recipes.environment_steps(verified, "/py", tmp_path, tmp_path / "r.txt", tmp_path)]
+    assert any("pytest==7.4.4" in argv for argv in steps)
+    assert not any("-r" in argv for argv in steps)  # the image's set replaces the (repo, version) spec
+    other = dict(verified, instance_id="psf__requests-99999")  # not in Verified: the (repo, version) spec
+    assert recipes.instance_pins(other) == ()
+    assert environment_key(other) == "psf__requests__2.4" != environment_key(verified)
+    same = dict(other, environment_pins=official["pins"], environment_python="3.9")
+    assert environment_key(same) == environment_key(verified)  # same pins: same environment
+    assert environment_identity(same) == environment_identity(verified)
+    newer = dict(other, environment_pins=["pytest==8.0.0"], environment_python="3.11")
+    assert recipes.recipe_for(newer).python == "3.11"  # the image's Python wins over the spec's
+
+
+def test_a_failed_environment_build_is_an_error_verdict_and_the_others_go_on(toy_repo, cache_dir, monkeypatch,
+                                                                              capsys, tmp_path):
+    from swelab.evaluate.backends import evaluate_run
+    from swelab.params import load_params
+    from swelab.rundir import RunLayout
+    from swelab.select.instances import write_run_instances
+    from swelab.workspace.repos import Workspace
+
+    repo, toy = toy_repo
+    broken = {k: v for k, v in toy.items() if k not in ("eval_script", "image", "log_parser", "eval_type",
+                                                         "env_recipe")}
+    broken.update(instance_id="psf__requests-99999", repo="psf/requests", version="2.10")
+    monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
+    ansi = "import sys; sys.stderr.write('\\x1b[31mERROR: No matching distribution found for nothing==9\\x1b[0m\\n')"
+    monkeypatch.setattr(recipes, "environment_steps", lambda row, python, env, requirements, source: [
+        ([sys.executable, "-m", "venv", "--without-pip", str(env)], None),
+        ([sys.executable, "-c", ansi + "; sys.exit(1)"], None)])
+    run_dir = tmp_path / "run"
+    write_run_instances(run_dir, [toy, broken])
+    layout = RunLayout(run_dir)
+    layout.write_predictions("m", 1, [{"instance_id": iid, "model_name_or_path": "m", "model_patch": toy["patch"]}
+                                      for iid in ("toy__toy-1", "psf__requests-99999")])
+    (tmp_path / "p.yaml").write_text(json.dumps({"name": "t", "eval_timeout_s": 120, "eval_workers": 1,
+                                                 "outputs_dir": str(tmp_path / "out"),
+                                                 "models": [{"name": "m", "kind": "gold"}]}))
+    params = load_params(tmp_path / "p.yaml", environ={})
+    workspace = Workspace(cache_dir, repo_sources={"toy/toy": str(repo), "psf/requests": str(repo)})
+    summary, = evaluate_run(params, run_dir, workspace=workspace, progress=False)
+    assert summary["resolved_ids"] == ["toy__toy-1"] and summary["errors"] == 1
+    error = layout.read_report("m", 1, "psf__requests-99999")["error"]
+    assert "No matching distribution found for nothing==9" in error and "\x1b" not in error and "\n" not in error
+    log = Path(error.split("(log: ")[1].rstrip(")"))
+    assert log.exists() and "nothing==9" in log.read_text()
+    assert "psf__requests-99999" not in json.loads(layout.discrimination.read_text())
+    out = capsys.readouterr().out
+    assert "environment psf__requests__2.10 failed: psf__requests-99999" in out
+    assert "built environment toy__toy__0.1 in" in out

@@ -1,4 +1,4 @@
-"""Loaders of swelab.analyze.results on a synthetic run directory written here (layout of docs/ARCHITECTURE.md)."""
+"""Loaders of swelab.analyze.results on a synthetic run directory written here through swelab.rundir."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from swelab.analyze import results
-from swelab.io import append_jsonl, write_json
+from swelab.io import write_json
+from swelab.rundir import CallRecord, CellRecord, RunLayout
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -43,54 +44,50 @@ def _cell(model: str, instance: str, attempt: int, status: str, oracle: bool, st
     }
 
 
-def _calls(cell_dir: Path, cell: dict, start: float) -> None:
+def _calls(layout: RunLayout, cell: dict, start: float) -> None:
+    path = layout.calls_path(cell["model"], cell["instance_id"], cell["attempt"])
     for index in range(2):
         begin = start + 5.0 * index
-        append_jsonl(cell_dir / "calls.jsonl", {
-            "model": cell["model"], "instance_id": cell["instance_id"], "attempt": cell["attempt"],
-            "program_id": f"{cell['model']}:{cell['instance_id']}:{cell['attempt']}", "call_index": index,
-            "started_at": begin, "ended_at": begin + 1.0 + index, "latency_s": 1.0 + index, "ttft_s": None,
-            "prompt_tokens": 500, "completion_tokens": 50, "cached_tokens": 0, "reasoning_tokens": None,
-            "cost_usd": None, "error_kind": None, "retries": 0, "finish_reason": "stop"})
+        RunLayout.append_call(path, CallRecord(
+            model=cell["model"], instance_id=cell["instance_id"], attempt=cell["attempt"],
+            program_id=f"{cell['model']}:{cell['instance_id']}:{cell['attempt']}", call_index=index,
+            started_at=begin, ended_at=begin + 1.0 + index, latency_s=1.0 + index, prompt_tokens=500,
+            completion_tokens=50, cached_tokens=0, finish_reason="stop"))
 
 
-def _verdict(run_dir: Path, model: str, attempt: int, instance: str, resolved: bool) -> None:
-    eval_dir = run_dir / "eval" / f"{results.model_dirname(model)}__a{attempt}"
-    write_json(eval_dir / instance / "report.json", {instance: {
+def _verdict(layout: RunLayout, model: str, attempt: int, instance: str, resolved: bool) -> None:
+    # model-a attempt 1 was graded by the local backend; its attempt 2 set carries no label
+    label = {("org/model-a", 1): "official grading, local environment", ("org/model-a", 2): None}
+    layout.write_eval_meta(model, attempt, label.get((model, attempt), "local"), "local")
+    layout.write_verdict(model, attempt, instance, {
         "patch_is_None": False, "patch_exists": True, "patch_successfully_applied": True,
-        "resolved": resolved, "tests_status": {}}})
-    if model != "org/model-a":                      # model-a's label comes from its run report
-        write_json(eval_dir / "verdict_meta.json", {"eval_label": "local"})
+        "resolved": resolved, "tests_status": {}}, None)
 
 
 def write_synthetic_run(run_dir: Path, workers: int = 4) -> Path:
     """A small but complete run: 3 models (one oracle), 2 repos, K=2, failures, a pending attempt."""
+    layout = RunLayout(run_dir)
     for number, (model, instance, attempt, status, oracle, resolved, duration) in enumerate(CELLS):
         start = T0 + timedelta(seconds=60 * number)
         cell = _cell(model, instance, attempt, status, oracle, start, duration)
-        cell_path = run_dir / "cells" / results.model_dirname(model) / instance / f"{attempt}.json"
-        _calls(cell_path.with_suffix(""), cell, start.timestamp())
-        write_json(cell_path, cell)
+        _calls(layout, cell, start.timestamp())
+        layout.write_cell(CellRecord.from_dict(cell, "synthetic"))
         if resolved is not None:
-            _verdict(run_dir, model, attempt, instance, resolved)
-    write_json(run_dir / "eval" / "org__model-a__a1" / "report.json",
-               {"schema_version": 2, "label": "official grading, local environment"})
-    write_json(run_dir / "manifest.json", {
+            _verdict(layout, model, attempt, instance, resolved)
+    write_json(layout.manifest, {
         "run_id": run_dir.name, "params": {"name": "synthetic", "workers": workers},
         "instance_ids": ["astropy__astropy-1", "django__django-2"],
-        "dataset": {"source": "local", "revision": "abc123"}, "project_commit": "deadbeef"})
+        "dataset": {"source": "local", "revision": "abc123"}, "project_commit": "deadbeef",
+        "workers": {"auto": True, "start": workers, "timeline": [
+            {"at": T0.isoformat(), "cpu_percent": None, "workers": workers, "reason": "start"},
+            {"at": (T0 + timedelta(minutes=3)).isoformat(), "cpu_percent": 96.0, "workers": max(1, workers - 1),
+             "reason": "cpu above 80 %"}]}})
     return run_dir
 
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return write_synthetic_run(tmp_path / "synthetic-0123abcd")
-
-
-def test_model_dirname_replaces_slashes() -> None:
-    assert results.model_dirname("org/sub/model") == "org__sub__model"
-    with pytest.raises(ValueError):
-        results.model_dirname("")
 
 
 def test_load_cells_reads_every_cell_with_true_model_names(run_dir: Path) -> None:
@@ -141,13 +138,13 @@ def test_load_verdicts_maps_dirnames_back_to_models(run_dir: Path) -> None:
     assert bool(row["resolved"]) is False and bool(row["patch_applied"]) is True
 
 
-def test_verdict_model_names_come_from_predictions_without_cells(tmp_path: Path) -> None:
-    _verdict(tmp_path, "org/only-evaluated", 1, "astropy__astropy-1", True)
-    assert results.load_verdicts(tmp_path)["model"].tolist() == ["org__only-evaluated"]
-    (tmp_path / "predictions").mkdir()
-    (tmp_path / "predictions" / "org__only-evaluated__a1.jsonl").write_text(
-        '{"instance_id": "astropy__astropy-1", "model_name_or_path": "org/only-evaluated", "model_patch": ""}\n')
-    assert results.load_verdicts(tmp_path)["model"].tolist() == ["org/only-evaluated"]
+def test_verdict_model_and_attempt_are_data_not_folder_names(tmp_path: Path) -> None:
+    layout = RunLayout(tmp_path)
+    _verdict(layout, "org/only-evaluated", 3, "astropy__astropy-1", True)
+    # a folder whose name says one thing and whose meta says another: the meta (data) wins
+    (tmp_path / "eval" / "org__only-evaluated__a3").rename(tmp_path / "eval" / "renamed")
+    verdicts = results.load_verdicts(tmp_path)
+    assert verdicts[["model", "attempt"]].values.tolist() == [["org/only-evaluated", 3]]
 
 
 def test_attempt_table_separates_failures_from_pending(run_dir: Path) -> None:

@@ -3,12 +3,16 @@ in any file of the run — executed notebooks included."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import nbformat
+import pandas as pd
+import pytest
 from fake_openai_server import FakeOpenAIServer, ok
 from scaffold import write_params
 
-from swelab import minibench
+from swelab import cli, minibench, paths
 from swelab.cli import main
 
 SECRET = "sk-test-0123456789-do-not-leak"
@@ -51,3 +55,95 @@ def test_swelab_run_executes_the_notebooks_and_leaks_no_key(tmp_path, cache_dir,
     assert ",1.0," in gold and ",0.0," in empty
     leaked = [p for p in run_dir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaked == []
+
+
+# ---------------------------------------------------------------- parameters, project root, artifacts from the CLI
+
+
+def _notebook(path: Path, parameters: str) -> Path:
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                 "display_name": "Python 3"}})
+    cell = nbformat.v4.new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    notebook.cells = [cell, nbformat.v4.new_code_cell("print(params_file)")]
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_each_notebook_gets_only_the_parameters_it_declares(tmp_path):
+    offered = {"params_file": "/x/p.yaml", "force": True, "dataset_path": "/data/lite.jsonl"}
+    only = _notebook(tmp_path / "only.ipynb", 'params_file = "params/demo.yaml"\n')
+    assert cli.notebook_parameters(only, offered) == {"params_file": "/x/p.yaml"}
+    notebooks = paths.notebooks_dir()
+    given = {stage: cli.notebook_parameters(notebooks / f"{stage}.ipynb", offered) for stage in cli.NOTEBOOKS}
+    assert given == {"01_select": {"params_file": "/x/p.yaml", "dataset_path": "/data/lite.jsonl"},
+                     "02_generate": {"params_file": "/x/p.yaml", "force": True},
+                     "03_evaluate": {"params_file": "/x/p.yaml", "force": True},
+                     "04_analyze": {"params_file": "/x/p.yaml"}}
+    # None leaves the notebook's own default
+    assert cli.notebook_parameters(notebooks / "01_select.ipynb", {**offered, "dataset_path": None}) == {
+        "params_file": "/x/p.yaml"}
+    blind = _notebook(tmp_path / "blind.ipynb", "force = False\n")
+    with pytest.raises(cli.StageFailed, match="blind.ipynb: its parameters cell declares no params_file"):
+        cli.notebook_parameters(blind, offered)
+
+
+def test_run_hands_papermill_the_declared_parameters_and_writes_the_analysis_itself(tmp_path, monkeypatch,
+                                                                                    capsys):
+    calls = []
+
+    def execute(source, target, parameters, cwd, **kwargs):
+        calls.append((Path(source), parameters, Path(cwd)))
+        shutil.copy(source, target)
+
+    monkeypatch.setattr(cli.papermill, "execute_notebook", execute)
+    outputs = tmp_path / "out"
+    params_file = tmp_path / "tiny.yaml"          # no project around it
+    params_file.write_text(f"name: tiny\noutputs_dir: {outputs}\nmodels:\n  - {{name: gold, kind: gold}}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(params_file), "--force", "--stages", "01_select,02_generate,03_evaluate"]) == 0
+    project = paths.package_project()
+    assert [source for source, _, _ in calls] == [project / "notebooks" / f"{s}.ipynb" for s in cli.NOTEBOOKS[:3]]
+    assert {cwd for _, _, cwd in calls} == {project}
+    assert [sorted(parameters) for _, parameters, _ in calls] == [
+        ["params_file"], ["force", "params_file"], ["force", "params_file"]]
+    run_dir = next(outputs.iterdir())
+    assert (run_dir / "report.html").is_file() and (run_dir / "charts" / "plotly.min.js").is_file()
+    assert not (run_dir / "notebooks" / "04_analyze.ipynb").exists()
+    assert f"report: {run_dir / 'report.html'}" in capsys.readouterr().out
+
+
+def test_no_notebooks_anywhere_is_one_line(tmp_path, monkeypatch, capsys):
+    params_file = tmp_path / "tiny.yaml"
+    params_file.write_text("name: tiny\nmodels:\n  - {name: gold, kind: gold}\n")
+    monkeypatch.setattr(paths, "PACKAGE_DIR", tmp_path / "site-packages" / "swelab")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(params_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("swelab: no swelab notebooks found") and str(tmp_path / "notebooks") in err
+
+
+def test_a_params_file_outside_the_project_runs_every_stage(tmp_path, cache_dir, monkeypatch, capsys):
+    outputs = tmp_path / "out"
+    params_file = tmp_path / "elsewhere" / "tiny.yaml"
+    params_file.parent.mkdir()
+    params_file.write_text(f"name: tiny\ndataset: minibench\ninstances: [{TASK}]\nattempts: 1\n"
+                           f"outputs_dir: {outputs}\nmodels:\n  - {{name: gold, kind: gold}}\n"
+                           "  - {name: empty, kind: empty}\n")
+    monkeypatch.chdir(params_file.parent)
+    # 01..03 alone: the CLI writes the leaderboard and the report through the library
+    assert main(["run", str(params_file), "--stages", "01_select,02_generate,03_evaluate"]) == 0
+    run_dir = next(outputs.iterdir())
+    board = pd.read_csv(run_dir / "leaderboard.csv").set_index("model")
+    assert board.loc["gold", "pass@1"] == 1.0 and board.loc["empty", "pass@1"] == 0.0
+    assert (run_dir / "report.html").is_file() and not (run_dir / "notebooks" / "04_analyze.ipynb").exists()
+    (run_dir / "leaderboard.csv").unlink()
+    (run_dir / "report.html").unlink()
+    # 04 writes them again, through the same library call
+    assert main(["run", str(params_file), "--stages", "04_analyze"]) == 0
+    assert {p.name for p in (run_dir / "notebooks").glob("04_*")} == {"04_analyze.ipynb", "04_analyze.html"}
+    assert pd.read_csv(run_dir / "leaderboard.csv").set_index("model").loc["gold", "pass@1"] == 1.0
+    assert (run_dir / "report.html").stat().st_size > 100_000
+    assert {p.name for p in (run_dir / "charts").glob("*.html")} >= {"leaderboard.html", "per_repo.html"}
+    assert not (tmp_path / "elsewhere" / "outputs").exists()
+    assert "gold" in capsys.readouterr().out

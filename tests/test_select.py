@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 import pytest
 
+from swelab.params import ParamsError, load_params
 from swelab.select import selection as select
 from swelab.select.dataset import dataset_info, load_instances
+from swelab.select.instances import instance_ids_from
 from swelab.select.selection import SelectionError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -268,8 +271,6 @@ def test_01_select_notebook_reproduces_the_pinned_i1_list(tmp_path, monkeypatch)
 
 
 def test_recompute_selection_writes_the_draw_and_compares_it_with_the_pin(tmp_path, rows):
-    from swelab.params import load_params
-
     config = {"name": "one", "count": 3, "max_hunks": 1}
     drawn = select.select_instances(rows, config, seed=42).ids
     (tmp_path / "pyproject.toml").write_text("")
@@ -285,3 +286,38 @@ def test_recompute_selection_writes_the_draw_and_compares_it_with_the_pin(tmp_pa
     assert select.read_instance_ids(tmp_path / "run" / "selection" / "instances.jsonl") == drawn
     assert select.repo_summary(select.instance_stats(rows))["instances"].sum() == len(rows)
     assert len(select.distribution_figures(select.instance_stats(rows))) == 3
+
+
+@pytest.mark.parametrize("name, text", [
+    ("ids.json", '["x__y-2", "x__y-1"]'),
+    ("ids.jsonl", '{"instance_id": "x__y-2"}\n"x__y-1"\n'),
+    ("ids.txt", "# pinned\nx__y-2\nx__y-1\n"),
+])
+def test_params_pin_ids_in_every_list_format(tmp_path, name, text):
+    # a .json id list used to come back as one id: the whole '[...]' line
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / name).write_text(text)
+    path = tmp_path / "params" / "s.yaml"
+    path.write_text(f"instances: params/{name}\nmodels: [{{name: gold, kind: gold}}]\n")
+    assert instance_ids_from(load_params(path, environ={})) == ["x__y-2", "x__y-1"]
+
+
+def test_a_bad_pinned_list_names_the_params_field(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "ids.json").write_text('["x__y-1", "x__y-1"]')
+    path = tmp_path / "params" / "s.yaml"
+    path.write_text("instances: params/ids.json\nmodels: [{name: gold, kind: gold}]\n")
+    with pytest.raises(ParamsError, match=r"field 'instances': .*ids.json: instance x__y-1 listed twice"):
+        instance_ids_from(load_params(path, environ={}))
+
+
+def test_selection_does_not_import_the_run_instance_set():
+    # the arrow goes one way: instances -> selection; every import of our modules at the top
+    tree = ast.parse(Path(select.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "swelab.select.instances" not in imported
+    nested = [node for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
+              for node in ast.walk(fn) if isinstance(node, ast.ImportFrom) and node.module.startswith("swelab")]
+    assert nested == []

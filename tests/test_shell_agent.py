@@ -337,7 +337,8 @@ def test_step_limit_and_provider_errors_and_silence(toy_repo, workspace, tmp_pat
     with FakeOpenAIServer([error(404, "no such model", code="model_not_found")]) as server:
         model = model_config(server, use_environment=False)
         outcome = ShellAgent(model).run(instance, make_ctx(tmp_path / "b", workspace, model.name))
-    assert outcome.status == "provider_error" and outcome.error_kind == "model_not_found"
+    # a model-gone kind skips, as in patch mode, so the runner skips the model's other cells
+    assert outcome.status == "skipped" and outcome.error_kind == "model_not_found"
 
     overflow = [Script().calls(("str_replace", {"path": "toy/core.py", "old_str": FIX_OLD, "new_str": FIX_NEW})),
                 error(400, "This model's maximum context length is 4096 tokens", code="context_length_exceeded")]
@@ -415,7 +416,8 @@ def test_browser_text_for_one_attempt(tmp_path):
     cell_dir.mkdir(parents=True)
     (cell_dir / "trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
     write_json(run_dir / "cells" / "m1" / "toy__toy-1" / "1.json",
-               {"status": "ok", "mode": "shell", "model_patch": "diff --git a/x b/x\n", "steps": 1,
+               {"model": "m1", "instance_id": "toy__toy-1", "attempt": 1,
+                "status": "ok", "mode": "shell", "model_patch": "diff --git a/x b/x\n", "steps": 1,
                 "usage": {"prompt_tokens": 12}})
     log = run_dir / "eval" / "m1__a1" / "toy__toy-1" / "test_output.txt"
     log.parent.mkdir(parents=True)

@@ -1,46 +1,71 @@
-"""`swelab run PARAMS.yaml`: the four notebooks through papermill, then the report; `swelab serve …`."""
+"""`swelab run PARAMS.yaml`: the four notebooks through papermill, then the report; `swelab serve …`;
+`swelab service` (jobs over HTTP) and `swelab submit PARAMS.yaml --url URL`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
+import nbformat
+import pandas as pd
+import papermill
+
+from swelab.analyze.artifacts import write_analysis
+from swelab.analyze.reconcile import main as reconcile_main
+from swelab.client import submit_main
+from swelab.generate.serve import serve_main
+from swelab.io import atomic_write_text
 from swelab.params import ParamsError, load_params
+from swelab.paths import STAGE_NOTEBOOKS, ProjectNotFound, notebooks_dir
+from swelab.rundir import RunLayout
+from swelab.service.app import main as service_main
 
-NOTEBOOKS = ("01_select", "02_generate", "03_evaluate", "04_analyze")
-
-
-def notebooks_dir(project_root: Path) -> Path:
-    return project_root / "notebooks"
+NOTEBOOKS = STAGE_NOTEBOOKS
+REQUIRED_PARAMETER = "params_file"
 
 
 class StageFailed(RuntimeError):
     """A notebook stopped with an error; the message is its last line, the notebook has the rest."""
 
 
+def notebook_parameters(notebook: Path, offered: dict[str, Any]) -> dict[str, Any]:
+    """The offered values the notebook's `parameters` cell declares (papermill.inspect_notebook); a value of
+    None is left to the notebook's default. A notebook without params_file would silently analyse its default
+    params, so it is refused."""
+    if not notebook.is_file():
+        raise ProjectNotFound(f"{notebook}: no such notebook")
+    declared = papermill.inspect_notebook(str(notebook))
+    if REQUIRED_PARAMETER not in declared:
+        raise StageFailed(f"{notebook}: its parameters cell declares no {REQUIRED_PARAMETER}")
+    return {name: value for name, value in offered.items() if name in declared and value is not None}
+
+
 def run(
     params_file: str, force: bool = False, stages: tuple[str, ...] = NOTEBOOKS, dataset_path: str | None = None
 ) -> Path:
-    """Execute the notebooks headlessly into outputs/<run_id>/notebooks/ and render report.html."""
-    import papermill
-
+    """Execute the notebooks headlessly into outputs/<run_id>/notebooks/; then the analysis' artifacts exist
+    (written by 04_analyze, or by the library here when 04 was not among the stages)."""
     params = load_params(params_file)
-    root = Path(params.project_root)
-    out_dir = params.run_dir / "notebooks"
+    source = notebooks_dir()  # the installed project's notebooks, never guessed from the params file's folder
+    layout = RunLayout(params.run_dir)
+    out_dir = layout.notebooks_dir
+    offered = {"params_file": params.source_file, "force": force,
+               "dataset_path": str(Path(dataset_path).resolve()) if dataset_path else None}
+    plans = {stage: notebook_parameters(source / f"{stage}.ipynb", offered) for stage in stages}
+    if dataset_path and not any("dataset_path" in given for given in plans.values()):
+        print(f"swelab: --dataset ignored: none of {', '.join(stages)} declares dataset_path", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"run {params.run_id} -> {params.run_dir}")
-    for stage in stages:
+    for stage, parameters in plans.items():
         print(f"== {stage}")
-        parameters = {"params_file": params.source_file, "force": force}
-        if stage == "01_select" and dataset_path:
-            parameters["dataset_path"] = str(Path(dataset_path).resolve())
         try:
             papermill.execute_notebook(
-                str(notebooks_dir(root) / f"{stage}.ipynb"),
+                str(source / f"{stage}.ipynb"),
                 str(out_dir / f"{stage}.ipynb"),
                 parameters=parameters,
-                cwd=str(root),
+                cwd=str(source.parent),
                 progress_bar=False,
                 log_output=True,
                 kernel_name="python3",
@@ -50,11 +75,13 @@ def run(
                 f"{stage} failed ({out_dir / f'{stage}.ipynb'} has the details): {exc.ename}: {exc.evalue}"
             ) from None
     if "04_analyze" in stages:
-        # report.html itself is written by 04_analyze through swelab.analyze.report (self-contained, plotly.js once);
-        # the executed notebook is also exported without its code, for readers who want the notebook view.
+        # 04 wrote report.html through swelab.analyze.artifacts; the executed notebook is also exported without
+        # its code, for readers who want the notebook view.
         export_without_inputs(out_dir / "04_analyze.ipynb")
-        print(f"report: {params.run_dir / 'report.html'}")
-    print_leaderboard(params.run_dir / "leaderboard.csv")
+    else:
+        write_analysis(params.run_dir)
+    print(f"report: {layout.report_html}")
+    print_leaderboard(layout.leaderboard_csv)
     return params.run_dir
 
 
@@ -65,8 +92,6 @@ def print_leaderboard(path: Path) -> None:
     """The few columns a reader needs at the end of a run; the full table is in the CSV and the report."""
     if not path.exists():
         return
-    import pandas as pd
-
     board = pd.read_csv(path)
     pass_k = [c for c in board.columns if c.startswith("pass@") and c[5:].isdigit() and c != "pass@1"]
     columns = [c for c in (*SUMMARY_COLUMNS[:5], *pass_k, *SUMMARY_COLUMNS[5:]) if c in board.columns]
@@ -74,13 +99,10 @@ def print_leaderboard(path: Path) -> None:
 
 
 def export_without_inputs(notebook: Path) -> Path:
-    import nbconvert
-    import nbformat
+    import nbconvert  # about a second to import (pygments, mistune): paid only when a run gets this far
 
     exporter = nbconvert.HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    from swelab.io import atomic_write_text
-
     return atomic_write_text(notebook.with_suffix(".html"), body)
 
 
@@ -93,11 +115,19 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--stages", default=",".join(NOTEBOOKS), help="comma-separated notebook names")
     run_parser.add_argument("--dataset", help="a local copy of the params' dataset (JSON/JSONL/parquet) for 01_select")
     commands.add_parser("serve", help="start vLLM (and optionally ThunderAgent)", add_help=False)
+    commands.add_parser("service", help="run jobs over HTTP (swelab service --help)", add_help=False)
+    commands.add_parser("submit", help="submit a job to a swelab service and follow it", add_help=False)
+    commands.add_parser("reconcile", help="compare a run's tokens and cost with a provider's usage export",
+                        add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "serve":
-        from swelab.generate.serve import serve_main
-
         return serve_main(rest)
+    if args.command == "service":
+        return service_main(rest)
+    if args.command == "submit":
+        return submit_main(rest)
+    if args.command == "reconcile":
+        return reconcile_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -106,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown stage {unknown[0]} (known: {', '.join(NOTEBOOKS)})")
     try:
         run(args.params_file, force=args.force, stages=stages, dataset_path=args.dataset)
-    except ParamsError as exc:
+    except (ParamsError, ProjectNotFound) as exc:
         print(f"swelab: {exc}", file=sys.stderr)
         return 2
     except StageFailed as exc:

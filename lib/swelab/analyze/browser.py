@@ -2,9 +2,7 @@
 evaluation log. The text it shows is built by pure functions (testable without a kernel); only
 `trajectory_browser` touches ipywidgets.
 
-Layout read (docs/ARCHITECTURE.md): cells/<model>/<instance_id>/<attempt>.json (the cell),
-cells/<model>/<instance_id>/<attempt>/trajectory.jsonl (the steps),
-eval/<model>__a<k>/<instance_id>/test_output.txt (the graded log).
+Paths come from `swelab.rundir.RunLayout`: the cell, its trajectory.jsonl, the graded log.
 """
 
 from __future__ import annotations
@@ -14,41 +12,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-from swelab.io import read_json
+from swelab.rundir import RunLayout
 
 MAX_SHOWN_CHARS = 4000  # per tool output in the step view; the files keep everything
 
 
 def list_models(run_dir: Path) -> list[str]:
-    cells = Path(run_dir) / "cells"
-    return sorted(p.name for p in cells.iterdir() if p.is_dir()) if cells.is_dir() else []
+    return sorted({cell.model for cell in RunLayout(run_dir).cells()})
 
 
 def list_instances(run_dir: Path, model: str) -> list[str]:
-    folder = Path(run_dir) / "cells" / model
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return sorted({cell.instance_id for cell in RunLayout(run_dir).cells() if cell.model == model})
 
 
 def list_attempts(run_dir: Path, model: str, instance_id: str) -> list[int]:
-    folder = Path(run_dir) / "cells" / model / instance_id
-    if not folder.is_dir():
-        return []
-    attempts = set()
-    for path in folder.iterdir():
-        stem = path.stem if path.suffix == ".json" else path.name
-        if stem.isdigit():
-            attempts.add(int(stem))
-    return sorted(attempts)
+    return sorted({cell.attempt for cell in RunLayout(run_dir).cells()
+                   if cell.model == model and cell.instance_id == instance_id})
 
 
 def load_cell(run_dir: Path, model: str, instance_id: str, attempt: int) -> dict | None:
-    path = Path(run_dir) / "cells" / model / instance_id / f"{attempt}.json"
-    return read_json(path) if path.is_file() else None
+    record = RunLayout(run_dir).read_cell(model, instance_id, attempt)
+    return None if record is None else record.to_dict()
 
 
 def load_trajectory(run_dir: Path, model: str, instance_id: str, attempt: int) -> list[dict]:
     """The trajectory rows; a line that is not JSON (a run killed mid-write) becomes a note row."""
-    path = Path(run_dir) / "cells" / model / instance_id / str(attempt) / "trajectory.jsonl"
+    path = RunLayout(run_dir).attempt_dir(model, instance_id, attempt) / "trajectory.jsonl"
     if not path.is_file():
         return []
     rows = []
@@ -63,7 +52,7 @@ def load_trajectory(run_dir: Path, model: str, instance_id: str, attempt: int) -
 
 
 def eval_log_path(run_dir: Path, model: str, instance_id: str, attempt: int) -> Path:
-    return Path(run_dir) / "eval" / f"{model}__a{attempt}" / instance_id / "test_output.txt"
+    return RunLayout(run_dir).verdict_dir(model, attempt, instance_id) / "test_output.txt"
 
 
 def _clip(text: Any, limit: int = MAX_SHOWN_CHARS) -> str:

@@ -6,8 +6,8 @@ Each figure function takes frames and returns a figure, or a sentence (str) sayi
 from __future__ import annotations
 
 import html
-import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,10 +15,15 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
+from swelab.analyze import memo as memo_lib
 from swelab.analyze import metrics, results
-from swelab.io import atomic_write_text
+from swelab.diffs import patch_paths
+from swelab.generate.autoscale import workers_timeline
+from swelab.io import atomic_write_text, read_json, read_jsonl
+from swelab.rundir import RunLayout
 
 Figure = go.Figure | str
 TEMPLATE = "plotly_white"
@@ -44,25 +49,39 @@ def leaderboard_bar(board: pd.DataFrame) -> Figure:
         marker_color=["#999999" if o else "#1f77b4" for o in rows["oracle"]],
         error_y={"type": "data", "symmetric": False, "array": high - rows["pass@1"],
                  "arrayminus": rows["pass@1"] - low},
-        text=[f"{v:.1%}" for v in rows["pass@1"]], textposition="outside"))
+        text=[f"{v:.1%}" for v in rows["pass@1"]], textposition="outside", name="all instances"))
+    trusted = rows["pass@1_trusted"] if "pass@1_trusted" in rows else None
+    if trusted is not None and not trusted.round(12).equals(rows["pass@1"].round(12)):
+        # some instances cannot count: their score without them, side by side
+        fig.add_trace(go.Bar(x=list(fig.data[0].x), y=trusted, name="trusted instances only",
+                             marker_color="#ff7f0e", text=[("" if pd.isna(v) else f"{v:.1%}") for v in trusted],
+                             textposition="outside"))
+        fig.update_layout(barmode="group")
     fig.update_layout(title="Resolution rate (pass@1) with bootstrap 95% CI", yaxis_title="pass@1",
                       yaxis_range=[0, 1.05], template=TEMPLATE)
     return fig
 
 
 def pass_at_k_curves(attempts: pd.DataFrame) -> Figure:
-    """pass@k for k = 1..K per model (unbiased estimator)."""
+    """pass@k (Chen et al. 2021) and pass^k (tau-bench) for k = 1..K per model, both unbiased estimators."""
     k_max = metrics.default_k(attempts) if not attempts.empty else 0
     if k_max < 2 or attempts["resolved"].notna().sum() == 0:
         return "pass@k curves need graded instances with at least two attempts each."
     fig = go.Figure()
     ks = list(range(1, k_max + 1))
-    for model in sorted(attempts["model"].unique()):
+    colors = qualitative.Plotly
+    for number, model in enumerate(sorted(attempts["model"].unique())):
         mine = attempts[attempts["model"] == model]
-        values = [metrics.model_pass_at_k(mine, k).iloc[0] for k in ks]
-        fig.add_trace(go.Scatter(x=ks, y=values, mode="lines+markers", name=model))
-    fig.update_layout(title="pass@k (unbiased, Chen et al. 2021)", xaxis_title="k", yaxis_title="pass@k",
-                      xaxis_dtick=1, yaxis_range=[0, 1.05], template=TEMPLATE)
+        color = colors[number % len(colors)]
+        at_k = [metrics.model_pass_at_k(mine, k).iloc[0] for k in ks]
+        hat_k = [metrics.model_pass_hat_k(mine, k).iloc[0] for k in ks]
+        fig.add_trace(go.Scatter(x=ks, y=at_k, mode="lines+markers", name=f"{model} pass@k", legendgroup=model,
+                                 line={"color": color}))
+        fig.add_trace(go.Scatter(x=ks, y=hat_k, mode="lines+markers", name=f"{model} pass^k", legendgroup=model,
+                                 line={"color": color, "dash": "dot"}, marker={"symbol": "square"}))
+    fig.update_layout(title="pass@k (any of k resolves, solid) and pass^k (all k resolve, dotted)",
+                      xaxis_title="k", yaxis_title="share of instances", xaxis_dtick=1, yaxis_range=[0, 1.05],
+                      template=TEMPLATE)
     return fig
 
 
@@ -78,12 +97,37 @@ def cost_vs_resolution(board: pd.DataFrame) -> Figure:
     fig.add_trace(go.Scatter(
         x=points["cost_usd"], y=points["pass@1"], mode="markers+text", name="models",
         text=points["model"], textposition="top center",
-        customdata=points.get("cost_source", pd.Series("", index=points.index)),
-        hovertemplate="%{text}<br>$%{x:.4f} (%{customdata})<br>pass@1 %{y:.1%}<extra></extra>"))
+        customdata=list(zip(points.get("cost_source", pd.Series("", index=points.index)),
+                            [_money(v) for v in points.get("cost_per_resolved", pd.Series(index=points.index))],
+                            [_money(v) for v in points.get("probe_cost_usd", pd.Series(index=points.index))],
+                            strict=True)),
+        hovertemplate="%{text}<br>$%{x:.4f} (%{customdata[0]})<br>pass@1 %{y:.1%}<br>per resolved instance: "
+                      "%{customdata[1]}<br>contamination probe: %{customdata[2]}<extra></extra>"))
     fig.add_trace(go.Scatter(x=front["cost_usd"], y=front["pass@1"], mode="lines", name="Pareto front",
                              line={"dash": "dash"}))
     fig.update_layout(title="Cost vs resolution", xaxis_title="total cost (USD)", yaxis_title="pass@1",
                       xaxis_rangemode="tozero", yaxis_range=[0, 1.05], template=TEMPLATE)
+    return fig
+
+
+def _money(value: Any) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"${float(value):.4f}"
+
+
+def difficulty_chart(difficulty: pd.DataFrame, flags: pd.DataFrame) -> Figure:
+    """Share of contender attempts (models x attempts) that resolve each instance, hardest first; instances
+    whose verdicts cannot count (non-discriminating, flaky, gold fails) drawn grey."""
+    if difficulty.empty:
+        return "No contender attempt has been graded yet, so there is no per-instance difficulty."
+    untrusted = set(metrics.untrusted_ids(flags))
+    colors = ["#bbbbbb" if iid in untrusted else "#1f77b4" for iid in difficulty["instance_id"]]
+    fig = go.Figure(go.Bar(
+        x=difficulty["instance_id"], y=difficulty["share_resolved"], marker_color=colors,
+        customdata=difficulty[["models_resolving", "models", "graded"]].to_numpy(),
+        hovertemplate="%{x}<br>%{y:.0%} of %{customdata[2]} graded attempts resolve<br>"
+                      "%{customdata[0]} of %{customdata[1]} models resolve it at least once<extra></extra>"))
+    fig.update_layout(title="Per-instance difficulty: share of models x attempts that resolve it (grey: cannot "
+                      "count)", yaxis_title="share resolved", yaxis_range=[0, 1.05], template=TEMPLATE)
     return fig
 
 
@@ -143,6 +187,33 @@ def steps_by_workers(runs: pd.DataFrame) -> Figure:
     return fig
 
 
+def workers_over_time(manifest: dict[str, Any]) -> Figure | str:
+    """`workers: auto`: the generation workers the run chose over time (a step line)."""
+    rows = workers_timeline(manifest)
+    if not rows:
+        count = ((manifest or {}).get("workers") or {}).get("count")
+        return f"A fixed worker count ({count}) was used." if count else "No worker record in this run."
+    frame = pd.DataFrame(rows)
+    fig = go.Figure(go.Scatter(x=pd.to_datetime(frame["at"]), y=frame["workers"], mode="lines+markers",
+                               line_shape="hv", text=frame.get("reason"), name="workers"))
+    fig.update_layout(xaxis_title="time (UTC)", yaxis_title="generation workers", height=320)
+    return fig
+
+
+def estimated_tokens_text(calls: pd.DataFrame) -> str:
+    """Which models' token counts (and the costs priced from them) are partly estimated, and how."""
+    shares = metrics.token_source_shares(calls)
+    if shares.empty:
+        return ""
+    estimated = shares[(shares["tokens_tokenizer"] + shares["tokens_approx"]) > 0]
+    if estimated.empty:
+        return "<p>Every token count was reported by the provider.</p>"
+    parts = [f"{html.escape(str(model))} ({row.tokens_tokenizer:.0%} tokenizer, {row.tokens_approx:.0%} chars/4)"
+             for model, row in estimated.iterrows()]
+    return ("<p class='mdd'>Token counts and priced costs are partly estimated (the provider reported no usage) "
+            f"for: {'; '.join(parts)}.</p>")
+
+
 def profile_breakdown(profiles: pd.DataFrame) -> Figure:
     """ThunderAgent per-program time split: prefill, decode, pause, tool."""
     if profiles.empty:
@@ -163,11 +234,98 @@ class RunData:
 
     run_dir: Path
     attempts: pd.DataFrame
+    """Attempts of the graded models (the contamination probe's cells are in `probe`)."""
     calls: pd.DataFrame
     profiles: pd.DataFrame
     manifest: dict[str, Any]
     leaderboard: pd.DataFrame
     compare: pd.DataFrame = field(default_factory=pd.DataFrame)
+    flags: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=metrics.FLAG_COLUMNS))
+    """metrics.instance_flags: which instances' verdicts cannot count, and why."""
+    probe: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBE_ROW_COLUMNS))
+    """One row per probe attempt, of this run and the runs compared (column run_id)."""
+    difficulty: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """metrics.instance_difficulty over the contenders (baselines left out)."""
+    memo: list[memo_lib.Criterion] = field(default_factory=list)
+    """The plan's exit criteria, judged (swelab.analyze.memo)."""
+
+
+PROBE_ROW_COLUMNS = ["run_id", "model", "instance_id", "attempt", "family", "status", "probe_files", "gold_files",
+                     "cost_usd"]
+
+
+def model_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in (manifest.get("params") or {}).get("models") or [] if isinstance(m, dict)]
+
+
+def probe_model_names(manifest: dict[str, Any], cells: pd.DataFrame) -> set[str]:
+    """Models of kind probe: from the params, and any cell whose mode says so (a run without a manifest)."""
+    names = {str(m.get("name")) for m in model_entries(manifest) if m.get("kind") == "probe"}
+    if not cells.empty and "mode" in cells:
+        names |= set(cells.loc[cells["mode"] == "probe", "model"])
+    return names
+
+
+def family_of(instance_id: str) -> str:
+    """minibench (written for this project: in no training set) or SWE-bench (everything else)."""
+    return "minibench" if str(instance_id).startswith("minibench__") else "SWE-bench"
+
+
+def _named_files(layout: RunLayout, model: str, instance_id: str, attempt: int) -> list[str] | None:
+    """The probe's answer: the cell's probe_files, else the trajectory's `probe` row (older runners)."""
+    cell = layout.read_cell(model, instance_id, attempt)
+    if cell is not None and cell.probe_files is not None:
+        return list(cell.probe_files)
+    trajectory = layout.attempt_dir(model, instance_id, attempt) / "trajectory.jsonl"
+    if not trajectory.is_file():
+        return None
+    rows = [row for row in read_jsonl(trajectory) if row.get("role") == "probe"]
+    return list(rows[-1].get("probe_files") or []) if rows else None
+
+
+def load_probe(run_dir: Path, cells: pd.DataFrame, names: set[str],
+               pricing: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per probe attempt: the files named, the gold patch's files (from instances.jsonl), the cost."""
+    mine = cells[cells["model"].isin(names)] if not cells.empty else cells
+    if mine.empty:
+        return pd.DataFrame(columns=PROBE_ROW_COLUMNS)
+    layout = RunLayout(run_dir)
+    gold = {row["instance_id"]: patch_paths(row.get("patch") or "") for row in read_jsonl(layout.instances)} \
+        if layout.instances.is_file() else {}
+    costed = metrics.row_costs(mine, pricing)
+    rows = [{"run_id": run_dir.name, "model": row["model"], "instance_id": row["instance_id"],
+             "attempt": int(row["attempt"]), "family": family_of(row["instance_id"]), "status": row["status"],
+             "probe_files": _named_files(layout, row["model"], row["instance_id"], int(row["attempt"])),
+             "gold_files": gold.get(row["instance_id"], []), "cost_usd": row["cost_usd"]}
+            for row in costed.to_dict("records")]
+    return pd.DataFrame(rows, columns=PROBE_ROW_COLUMNS)
+
+
+def probe_for_contenders(scores: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
+    """The probe's scores keyed by the contenders it probes: a probe entry covers every graded entry with the
+    same provider and model_id (the probe of `qwen` is shown on qwen's patch and shell rows)."""
+    if scores.empty:
+        return scores
+    entries = model_entries(manifest)
+    key = {str(m.get("name")): (m.get("provider"), m.get("model_id")) for m in entries}
+    probes = {str(m.get("name")) for m in entries if m.get("kind") == "probe"}
+    rows = []
+    for name, target in key.items():
+        if name in probes or target == (None, None):
+            continue
+        mine = scores[scores["model"].map(lambda p, t=target: p in probes and key.get(p) == t)]
+        rows += [{**row, "model": name} for row in mine.to_dict("records")]
+    return pd.DataFrame(rows, columns=scores.columns)
+
+
+def load_discrimination(run_dir: Path) -> pd.DataFrame:
+    """eval/discrimination.json as one row per instance (empty before evaluation)."""
+    path = RunLayout(run_dir).discrimination
+    data = read_json(path) if path.is_file() else {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object keyed by instance_id")
+    return pd.DataFrame([{"instance_id": iid, **(flag if isinstance(flag, dict) else {})}
+                         for iid, flag in sorted(data.items())], columns=None if data else ["instance_id"])
 
 
 def load_run(run_dir: str | Path, pricing: dict[str, dict[str, float]] | None = None,
@@ -175,13 +333,32 @@ def load_run(run_dir: str | Path, pricing: dict[str, dict[str, float]] | None = 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist: run the earlier notebooks first")
-    attempts, calls = results.attempt_table(run_dir), results.load_calls(run_dir)
+    cells, calls = results.attempt_table(run_dir), results.load_calls(run_dir)
+    manifest = results.load_manifest(run_dir)
+    params = manifest.get("params") or {}
     pricing = pricing if pricing is not None else _default_pricing()
+    probes = probe_model_names(manifest, cells)
+    attempts = cells[~cells["model"].isin(probes)].reset_index(drop=True)
+    flags = metrics.instance_flags(load_discrimination(run_dir), attempts)
+    probe = load_probe(run_dir, cells, probes, pricing)
+    for other in dict.fromkeys(Path(p) for p in run_dirs if Path(p) != run_dir):
+        other_cells, other_manifest = results.load_cells(other), results.load_manifest(other)
+        found = load_probe(other, other_cells, probe_model_names(other_manifest, other_cells), pricing)
+        probe = pd.concat([probe, found], ignore_index=True) if not found.empty else probe
     board = pd.DataFrame()
+    baselines = memo_lib.baseline_models(params) or (["empty"] if "empty" in set(attempts["model"]) else [])
     if not attempts.empty:
-        board = metrics.leaderboard_v3(attempts, calls, pricing, seed=seed)
-    return RunData(run_dir, attempts, calls, results.load_profiles(run_dir), results.load_manifest(run_dir),
-                   board, compare_runs([run_dir, *run_dirs]))
+        scores = metrics.probe_scores(probe[probe["run_id"] == run_dir.name])
+        board = metrics.leaderboard_v4(attempts, calls, pricing, flags, probe_for_contenders(scores, manifest),
+                                       seed=seed)
+    inventory = memo_lib.artifact_inventory(run_dir, cells, probes, memo_lib.local_server_models(params))
+    criteria = memo_lib.exit_criteria(attempts, board, baselines, memo_lib.selection_evidence(run_dir, manifest),
+                                      flags, inventory)
+    difficulty = metrics.instance_difficulty(attempts, baselines) if not attempts.empty else pd.DataFrame()
+    # this run's calls and params are already loaded: only the other runs are read for the comparison
+    loaded = {run_dir: (params, calls)}
+    return RunData(run_dir, attempts, calls, results.load_profiles(run_dir), manifest, board,
+                   compare_runs([run_dir, *run_dirs], loaded), flags, probe, difficulty, criteria)
 
 
 def _default_pricing() -> dict[str, dict[str, float]]:
@@ -189,11 +366,18 @@ def _default_pricing() -> dict[str, dict[str, float]]:
     return results.load_pricing(path) if path is not None else {}
 
 
-def compare_runs(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per (run, model): workers, steady-state steps/minute, for the multi-run chart."""
+def compare_runs(run_dirs: Sequence[str | Path],
+                 loaded: Mapping[Path, tuple[dict[str, Any], pd.DataFrame]] | None = None) -> pd.DataFrame:
+    """One row per (run, model): workers, steady-state steps/minute, for the multi-run chart.
+
+    `loaded` maps a run folder to its (resolved params, calls) when the caller has read them already."""
     rows = []
+    loaded = loaded or {}
     for run_dir in dict.fromkeys(Path(p) for p in run_dirs):
-        params, calls = results.load_resolved_params(run_dir), results.load_calls(run_dir)
+        if run_dir in loaded:
+            params, calls = loaded[run_dir]
+        else:
+            params, calls = results.load_resolved_params(run_dir), results.load_calls(run_dir)
         workers = params.get("workers")
         for model, group in calls.groupby("model"):
             rows.append({"run_id": run_dir.name, "series": model, "workers": workers,
@@ -212,14 +396,16 @@ def build_figures(data: RunData) -> dict[str, Figure]:
         "latency": latency_percentiles(data.calls),
         "throughput": throughput_chart(data.calls),
         "per_repo": per_repo_heatmap(attempts) if not attempts.empty else empty,
+        "difficulty": difficulty_chart(data.difficulty, data.flags) if not attempts.empty else empty,
         "steps_by_workers": steps_by_workers(data.compare),
+        "workers": workers_over_time(data.manifest),
         "thunderagent_profile": profile_breakdown(data.profiles),
     }
 
 
 def write_charts(run_dir: str | Path, figs: dict[str, Figure]) -> list[Path]:
     """Write `charts/<name>.html` per figure; plotly.js goes once into charts/plotly.min.js (offline)."""
-    charts = Path(run_dir) / "charts"
+    charts = RunLayout(run_dir).charts_dir
     written = [atomic_write_text(charts / "plotly.min.js", get_plotlyjs())]
     for name, fig in figs.items():
         if isinstance(fig, go.Figure):
@@ -296,14 +482,24 @@ def _header(data: RunData) -> str:
 
 
 MAIN_COLUMNS = ("model", "oracle", "attempted", "attempts", "pending", "resolved", "pass@1", "95% CI",
-                "run_failure_rate", "wrong_answer_rate", "cost_usd", "cost_source", "note")
+                "SE (repo-clustered)", "pass@1_trusted", "n_trusted", "pass^k", "run_failure_rate",
+                "wrong_answer_rate", "cost_usd", "cost_source", "cost_per_resolved", "probe_exact", "probe_any_hit",
+                "probe_cost_usd", "note")
 
 
 def _main_board(board: pd.DataFrame) -> pd.DataFrame:
-    """The headline columns, with the CI as one readable column."""
+    """The headline columns, with the CI and the clustered SE as readable columns and pass^K as `pass^k`."""
     shown = board.copy()
     shown["95% CI"] = [("" if pd.isna(lo) else f"{lo:.0%}–{hi:.0%}")
                        for lo, hi in zip(board["pass@1_ci_low"], board["pass@1_ci_high"], strict=True)]
+    se = board["pass@1_se_repo"] if "pass@1_se_repo" in board else pd.Series(math.nan, index=board.index)
+    repos = board["n_repos"] if "n_repos" in board else pd.Series(0, index=board.index)
+    shown["SE (repo-clustered)"] = [
+        (f"±{v:.1%} ({int(r)} repos)" if not pd.isna(v) else f"n/a ({int(r) if not pd.isna(r) else 0} repo)")
+        for v, r in zip(se, repos, strict=True)]
+    hat = sorted((c for c in board.columns if c.startswith("pass^")), key=lambda c: int(c[5:]))
+    if hat:
+        shown = shown.rename(columns={hat[-1]: "pass^k"})
     return shown
 
 
@@ -312,46 +508,166 @@ def _table(board: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
         return "<p>No attempt has finished in this run yet, so there is no leaderboard.</p>"
     shown = board[[c for c in columns if c in board]].copy() if columns else board.copy()
     for column in shown.columns:
-        if column.startswith("pass@") or column.endswith("_rate") or column.startswith("fail_"):
+        if column.startswith(("pass@", "pass^", "fail_", "probe_exact", "probe_any")) or column.endswith("_rate"):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
     return shown.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:,.4g}", classes="board",
                          border=0, escape=True)
 
 
-def _pairs_table(attempts: pd.DataFrame, board: pd.DataFrame) -> str:
-    """Exact McNemar tests between contenders (attempt 1, instances both were graded on)."""
-    frame = metrics.pairwise_comparisons(attempts, board)
+def _pairs_table(frame: pd.DataFrame) -> str:
+    """Per pair of contenders: the pass@1 difference with its CI and detectable size, and the McNemar test."""
     if frame.empty:
         return "<p class='absent'>Fewer than two contenders, so there is no paired comparison.</p>"
-    frame = frame.rename(columns={"a_only": "only A", "b_only": "only B"})
-    return ("<p>Exact McNemar test on attempt 1 of the instances both models were graded on; "
-            "a small p-value means the two resolution rates differ by more than chance.</p>"
-            + frame.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.3g}", classes="board",
+    shown = frame.rename(columns={"a_only": "only A", "b_only": "only B"}).copy()
+    shown["A − B (pass@1)"] = [_points(v) for v in frame["diff"]]
+    shown["95% CI of A − B"] = [("" if pd.isna(lo) else f"{_points(lo)} to {_points(hi)}")
+                               for lo, hi in zip(frame["diff_ci_low"], frame["diff_ci_high"], strict=True)]
+    shown["detectable (80% power)"] = [_points(v, sign=False) for v in frame["mdd_80"]]
+    shown = shown.drop(columns=["diff", "diff_ci_low", "diff_ci_high", "mdd_80"])
+    return ("<p><b>A − B</b>: pass@1 difference on the instances both were graded on (all attempts), with a "
+            "seeded bootstrap 95% CI over those instances; <b>detectable</b>: the smallest true difference this "
+            "pair's spread lets a paired test find 80% of the time at the 5% level. <b>p_value</b>: exact "
+            "McNemar test on attempt 1; a small p-value means the two resolution rates differ by more than "
+            "chance.</p>"
+            + shown.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.3g}", classes="board",
                             border=0))
+
+
+def _points(value: float, sign: bool = True) -> str:
+    """A difference of shares in percentage points."""
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{value * 100:+.1f} pts" if sign else f"{value * 100:.1f} pts"
+
+
+def run_size(data: RunData) -> tuple[int, int]:
+    """(tasks, K) of the run: the instances with a graded contender attempt, and the attempts per instance."""
+    attempts = data.attempts
+    graded = attempts[~attempts["oracle"].astype(bool) & attempts["resolved"].notna()] if not attempts.empty \
+        else attempts
+    params = data.manifest.get("params") or {}
+    k = int(params.get("attempts") or (metrics.default_k(attempts) if not attempts.empty else 1))
+    return (int(graded["instance_id"].nunique()) if not graded.empty else 0), k
+
+
+DETECTABLE_BASIS = ("a paired comparison of two models at a 50% resolution rate (the worst case), two-sided 5% "
+                    "level, 80% power; Miller 2024, Adding Error Bars to Evals. Tasks the models disagree on raise "
+                    "it further; each pair's own detectable difference is in the paired comparison")
+
+
+def detectable_text(data: RunData) -> str:
+    """The minimum detectable difference of the run's size, in one sentence ('' before any graded attempt)."""
+    n_tasks, k = run_size(data)
+    if n_tasks == 0:
+        return ""
+    mdd = metrics.minimum_detectable_difference(n_tasks, k)
+    return (f"With {n_tasks} task{'s' if n_tasks != 1 else ''} and K={k}, differences under {mdd * 100:.0f} points "
+            "cannot be told apart.")
+
+
+def detectable_sentence(data: RunData) -> str:
+    """detectable_text as the report's paragraph, with its basis."""
+    text = detectable_text(data)
+    if not text:
+        return ("<p class='absent'>No contender attempt is graded yet, so the smallest difference this run can "
+                "detect is not known.</p>")
+    return f"<p class='mdd'><b>{html.escape(text)}</b> ({html.escape(DETECTABLE_BASIS)}).</p>"
+
+
+def memo_html(criteria: list[memo_lib.Criterion]) -> str:
+    """The iteration memo: each exit criterion of the plan with its status and why."""
+    if not criteria:
+        return ""
+    rows = "".join(f"<tr class='memo-{html.escape(c.status.replace(' ', '-'))}'><th>{html.escape(c.name)}</th>"
+                   f"<td class='status'>{html.escape(c.status)}</td><td>{html.escape(c.why)}</td></tr>"
+                   for c in criteria)
+    return ("<section id='memo'><h2>Iteration memo: exit criteria</h2><p>Each criterion of the plan, checked "
+            f"from this run's data.</p><table class='memo'>{rows}</table></section>")
+
+
+def flags_html(flags: pd.DataFrame) -> str:
+    """Which instances cannot count and why; the leaderboard's pass@1_trusted leaves them out."""
+    if flags.empty:
+        return ("<p class='absent'>No discrimination check yet (eval/discrimination.json): every instance "
+                "counts.</p>")
+    reasons = {"non_discriminating": "Non-discriminating instances (their FAIL_TO_PASS tests pass without any "
+                                     "patch, so resolving them proves nothing)",
+               "flaky": "Flaky instances (repeated gold / no-patch verdicts disagree)",
+               "gold_fails": "Gold fails (the reference patch does not resolve them here)"}
+    items = [f"<li>{text}: {html.escape(', '.join(sorted(flags.loc[flags[col].astype(bool), 'instance_id'])))}</li>"
+             for col, text in reasons.items() if flags[col].astype(bool).any()]
+    repeats = int(flags["repeats"].max()) if "repeats" in flags and not flags.empty else 1
+    checked = f"{len(flags)} instances checked, gold and no patch graded {repeats} time{'s' * (repeats > 1)} each"
+    if not items:
+        return f"<p>Instances that cannot count: none ({checked}).</p>"
+    return (f"<div class='warning'><p><b>Instances that cannot count</b> ({checked}), left out of "
+            f"<code>pass@1_trusted</code>:</p><ul>{''.join(items)}</ul></div>")
+
+
+def unsolved_html(difficulty: pd.DataFrame) -> str:
+    if difficulty.empty:
+        return ""
+    unsolved = metrics.unsolved_by_all(difficulty)
+    if unsolved.empty:
+        return "<p>Every instance was resolved by at least one contender.</p>"
+    return ("<h3>Unsolved by every model</h3><p>How their attempts failed: run failure (no usable answer), infra "
+            "error (our side), apply error (the patch did not apply), wrong patch (applied, tests fail).</p>"
+            + unsolved.to_html(index=False, classes="board", border=0))
+
+
+def probe_summary(probe: pd.DataFrame) -> pd.DataFrame:
+    """metrics.probe_scores per run (run_id first); empty when no run has a probe."""
+    if probe.empty:
+        return pd.DataFrame(columns=["run_id", *metrics.PROBE_COLUMNS])
+    frames = [metrics.probe_scores(group).assign(run_id=run) for run, group in probe.groupby("run_id", sort=False)]
+    return pd.concat(frames, ignore_index=True)[["run_id", *metrics.PROBE_COLUMNS]]
+
+
+def probe_html(probe: pd.DataFrame) -> str:
+    """The contamination probe per model and task family, this run and the runs compared."""
+    if probe.empty:
+        return ("<p class='absent'>No contamination probe in this run (add a model entry of <code>kind: probe"
+                "</code>).</p>")
+    scores = probe_summary(probe)
+    families = set(scores["family"])
+    note = ("" if {"minibench", "SWE-bench"} <= families else
+            "<p>Only one task family is probed here; probe the same model on minibench (written for this "
+            "project, in no training set) and on SWE-bench, and compare: the gap is the signal.</p>")
+    shown = scores[["run_id", "model", "family", "n", "probe_exact", "probe_any_hit", "cost_usd"]]
+    return ("<p>From the issue text alone (no code, no file list) the model names the files it would change; "
+            "<b>probe_exact</b>: the named set is the gold patch's set, <b>probe_any_hit</b>: at least one named "
+            "file is the gold patch's. Far higher scores on SWE-bench than on minibench point to memorised "
+            f"benchmark tasks rather than reasoning.</p>{note}" + _table(shown))
 
 
 TITLES = {
     "leaderboard": ("Resolution rate", "pass@1 per model; the bars are bootstrap 95% confidence intervals."),
-    "pass_at_k": ("pass@k", "How the chance of at least one resolved attempt grows with k."),
+    "pass_at_k": ("pass@k and pass^k", "pass@k: the chance that at least one of k attempts resolves (grows with "
+                  "k); pass^k: the chance that all k resolve (falls with k): how reliably a model solves what it "
+                  "can solve."),
     "cost_vs_resolution": ("Cost vs resolution", "Models on the dashed Pareto front are not beaten on both "
                                                  "cost and pass@1 by any other model."),
     "latency": ("Model-call latency", "P50/P90/P99 seconds per model call."),
     "throughput": ("Throughput over time", "Output tokens per second, per model, over the run."),
     "per_repo": ("Per repository", "pass@1 per model and repository."),
+    "difficulty": ("Per-instance difficulty", "Share of the contenders' graded attempts (models x attempts) that "
+                   "resolve each instance; the baseline and oracles are left out."),
     "steps_by_workers": ("Steps per minute by worker count", "LLM calls per minute in the steady state "
                          "(first and last 10% of the time span cut), for this run and the runs compared."),
+    "workers": ("Generation workers over time", "With `workers: auto` the runner scales generation workers "
+                "down while the machine's CPU stays above 80 % and back up with headroom."),
     "thunderagent_profile": ("ThunderAgent program profile", "Seconds per program in prefill, decode, "
                              "pause and tool execution."),
 }
 
 
-def _section(name: str, fig: Figure) -> str:
+def _section(name: str, fig: Figure, extra: str = "") -> str:
     title, blurb = TITLES.get(name, (name.replace("_", " "), ""))
     if isinstance(fig, go.Figure):
         body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}")
     else:
         body = f"<p class='absent'>{html.escape(fig)}</p>"
-    return f"<section><h2>{html.escape(title)}</h2><p>{html.escape(blurb)}</p>{body}</section>"
+    return f"<section><h2>{html.escape(title)}</h2><p>{html.escape(blurb)}</p>{body}{extra}</section>"
 
 
 _STYLE = """
@@ -360,59 +676,63 @@ table.facts th{text-align:left;padding-right:1em;vertical-align:top}
 table.board{border-collapse:collapse;font-size:12px;display:block;overflow-x:auto}
 table.board th,table.board td{border-bottom:1px solid #ddd;padding:3px 6px;white-space:nowrap;text-align:left}
 p.absent{color:#777;font-style:italic}
+table.memo{border-collapse:collapse;margin-bottom:1em}
+table.memo th,table.memo td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+tr.memo-met td.status{color:#1a7f37;font-weight:bold}
+tr.memo-not-met td.status{color:#c62828;font-weight:bold}
+tr.memo-not-measurable td.status{color:#777;font-weight:bold}
+p.mdd{background:#f4f6fa;padding:6px 10px}
 """
 
 _GLOSSARY = (
     "<p><b>pass@1</b>: share of graded attempts that resolve the instance (official SWE-bench grading), "
-    "averaged over instances; <b>pass@k</b>: unbiased estimator of Chen et al. (2021). Run failures "
+    "averaged over instances; <b>pass@k</b>: unbiased estimator of Chen et al. (2021), at least one of k "
+    "attempts resolves; <b>pass^k</b>: all k resolve, unbiased C(c,k)/C(n,k) (tau-bench, Yao et al. 2024), shown "
+    "for k = K. <b>pass@1_trusted</b>: pass@1 on the <i>n_trusted</i> instances whose verdicts can count (not "
+    "non-discriminating, flaky or failing with the gold patch). <b>SE (repo-clustered)</b>: standard error of "
+    "pass@1 with the instances of one repository treated as one cluster (CR1). <b>probe_*</b>: the "
+    "contamination probe of the same model (below). Run failures "
     "(malformed output, timeout, provider error, error) count as unresolved and are reported apart "
     "from wrong answers. <i>pending</i> attempts are finished but not graded yet and are left out. "
     "CIs are seeded percentile bootstraps over instances. Cost comes from the provider when reported, "
     "else token counts × approximate prices (params/pricing.yaml); its source is in "
-    "<code>cost_source</code>. Models marked <i>oracle</i> submit the reference patch: a harness check, "
+    "<code>cost_source</code>; <b>cost_per_resolved</b> is cost over instances resolved. Models marked "
+    "<i>oracle</i> submit the reference patch: a harness check, "
     "not a contender.</p>")
 
 
-def _discrimination_warning(run_dir: Path) -> str:
-    """Instances whose FAIL_TO_PASS tests pass with no patch at all cannot tell a fix from no fix: say so."""
-    path = run_dir / "eval" / "discrimination.json"
-    if not path.exists():
-        return ""
-    flagged = sorted(iid for iid, flag in json.loads(path.read_text()).items() if flag.get("non_discriminating"))
-    if not flagged:
-        return ""
-    return ("<p class='warning'><b>Non-discriminating instances</b> (their FAIL_TO_PASS tests pass without any "
-            f"patch in this environment, so resolving them proves nothing): {html.escape(', '.join(flagged))}</p>")
+def render_html(data: RunData, figs: dict[str, Figure], pairs: pd.DataFrame | None = None) -> str:
+    """The whole report page: the iteration memo first, plotly.js embedded once, every figure after it without
+    its own copy.
 
-
-def render_html(data: RunData, figs: dict[str, Figure]) -> str:
-    """The whole report page: plotly.js embedded once, every figure after it without its own copy."""
-    sections = "".join(_section(name, fig) for name, fig in figs.items())
+    `pairs` is metrics.pairwise_comparisons of the run, computed here when not given."""
+    if pairs is None:
+        pairs = metrics.pairwise_comparisons(data.attempts, data.leaderboard)
+    after = {"difficulty": unsolved_html(data.difficulty)}
+    sections = "".join(_section(name, fig, after.get(name, "")) for name, fig in figs.items())
     board = data.leaderboard
     main = _table(_main_board(board) if not board.empty else board, MAIN_COLUMNS)
     full = "" if data.leaderboard.empty else (
-        "<details><summary>Full leaderboard (effort, failures by kind, per-repo, tokens, latency)</summary>"
-        f"{_table(data.leaderboard)}</details>")
+        "<details><summary>Full leaderboard (pass@k and pass^k for every k, standard errors, effort, failures by "
+        f"kind, per-repo, tokens, latency)</summary>{_table(data.leaderboard)}</details>")
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>swelab report {html.escape(data.run_dir.name)}</title><style>{_STYLE}</style>"
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
-        f"<h1>swelab report: {html.escape(data.run_dir.name)}</h1>{_header(data)}"
-        f"{_discrimination_warning(data.run_dir)}<h2>Leaderboard</h2>{_GLOSSARY}{main}{full}"
-        f"<h2>Paired comparison</h2>{_pairs_table(data.attempts, data.leaderboard)}{sections}</body></html>")
+        f"<h1>swelab report: {html.escape(data.run_dir.name)}</h1>{memo_html(data.memo)}{_header(data)}"
+        f"<h2>Leaderboard</h2>{_GLOSSARY}{estimated_tokens_text(data.calls)}{flags_html(data.flags)}{main}{full}"
+        f"<h2>Paired comparison</h2>{detectable_sentence(data)}{_pairs_table(pairs)}"
+        f"<h2>Contamination probe</h2>{probe_html(data.probe)}{sections}</body></html>")
 
 
 def render_report(run_dir: str | Path, run_dirs: Iterable[str | Path] = (),
                   pricing: dict[str, dict[str, float]] | None = None, seed: int = 0) -> Path:
-    """Write `<run_dir>/report.html` (self-contained, works offline) and return its path."""
+    """Write `<run_dir>/report.html` (self-contained, works offline) and return its path; only the report:
+    swelab.analyze.artifacts.write_analysis writes every artifact of the analysis from one load."""
     data = load_run(run_dir, pricing, run_dirs, seed)
-    return atomic_write_text(Path(run_dir) / "report.html", render_html(data, build_figures(data)))
+    return write_report(data, build_figures(data))
 
 
-
-def setup_notebook_plotting() -> None:
-    """Figures in executed notebooks carry plotly.js inline once (offline) besides plotly's own mimetype, so
-    the nbconvert export of a notebook shows its charts too, with no network."""
-    import plotly.io as pio
-
-    pio.renderers.default = "plotly_mimetype+notebook"
+def write_report(data: RunData, figs: dict[str, Figure], pairs: pd.DataFrame | None = None) -> Path:
+    """`<run_dir>/report.html` from what is already loaded and drawn."""
+    return atomic_write_text(RunLayout(data.run_dir).report_html, render_html(data, figs, pairs))

@@ -1,23 +1,24 @@
 """Read a run directory into tidy pandas frames (the only place analysis touches files).
 
-Layout (docs/ARCHITECTURE.md): ``cells/<model_dir>/<instance_id>/<attempt>.json`` (one attempt),
-``cells/<model_dir>/<instance_id>/<attempt>/calls.jsonl`` (its model calls) and
-``eval/<model_dir>__a<k>/<instance_id>/report.json`` (official ``get_eval_report`` output).
-``model_dir`` is the model name with ``/`` replaced by ``__``; the ``model`` field inside a cell is the truth.
+Every path and record comes from `swelab.rundir.RunLayout` (the run folder's one owner).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
-import json
-import re
+import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from swelab.io import atomic_write_bytes, atomic_write_text, read_json, read_jsonl
+from swelab.io import atomic_write_bytes, atomic_write_text, read_json
+from swelab.paths import project_root
+from swelab.rundir import USAGE_FIELDS, CellRecord, RunLayout
+
+log = logging.getLogger(__name__)
 
 CELL_COLUMNS = [
     "model", "instance_id", "repo", "attempt", "mode", "status", "error_kind", "error", "oracle",
@@ -30,47 +31,16 @@ CALL_COLUMNS = [
     "error_kind", "retries", "finish_reason",
 ]
 VERDICT_COLUMNS = ["model", "attempt", "instance_id", "resolved", "patch_applied", "eval_label"]
-USAGE_FIELDS = ["prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd"]
-REQUIRED_CELL_FIELDS = ["model", "instance_id", "attempt", "status"]
-_EVAL_DIR = re.compile(r"^(?P<model_dir>.+)__a(?P<attempt>\d+)$")
-
-
-def model_dirname(name: str) -> str:
-    """Directory name of a model: ``/`` is not allowed in one path component."""
-    if not name:
-        raise ValueError("model name is empty")
-    return name.replace("/", "__")
 
 
 # ---------------------------------------------------------------- cells
 
 
-def _read_cell(path: Path) -> dict[str, Any]:
-    try:
-        cell = read_json(path)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: cell file is not valid JSON ({exc.msg})") from exc
-    if not isinstance(cell, dict):
-        raise ValueError(f"{path}: cell file must hold a JSON object")
-    for field in REQUIRED_CELL_FIELDS:
-        if cell.get(field) in (None, ""):
-            raise ValueError(f"{path}: cell is missing required field {field!r}")
-    return cell
-
-
-def _cell_row(cell: dict[str, Any]) -> dict[str, Any]:
-    usage = cell.get("usage") or {}
-    row = {name: cell.get(name) for name in CELL_COLUMNS if name not in USAGE_FIELDS}
-    row.update({name: usage.get(name) for name in USAGE_FIELDS})
-    row["attempt"] = int(cell["attempt"])
-    row["oracle"] = bool(cell.get("oracle") or False)
-    row["has_patch"] = bool((cell.get("model_patch") or "").strip())
+def _cell_row(cell: CellRecord) -> dict[str, Any]:
+    row = {name: getattr(cell, name) for name in CELL_COLUMNS if name not in USAGE_FIELDS and name != "has_patch"}
+    row.update({name: getattr(cell.usage, name) for name in USAGE_FIELDS})
+    row["has_patch"] = bool(cell.model_patch.strip())
     return row
-
-
-def _cell_paths(run_dir: Path) -> list[Path]:
-    # depth 3 exactly: calls.jsonl/trajectory.jsonl live one level deeper, in <attempt>/ folders
-    return sorted(p for p in (run_dir / "cells").glob("*/*/*.json") if p.is_file())
 
 
 def _typed(frame: pd.DataFrame, ints: list[str], floats: list[str]) -> pd.DataFrame:
@@ -83,7 +53,7 @@ def _typed(frame: pd.DataFrame, ints: list[str], floats: list[str]) -> pd.DataFr
 
 def load_cells(run_dir: str | Path) -> pd.DataFrame:
     """One row per finished attempt (cell json); an empty frame with the columns when there are none."""
-    rows = [_cell_row(_read_cell(path)) for path in _cell_paths(Path(run_dir))]
+    rows = [_cell_row(cell) for cell in RunLayout(run_dir).cells()]
     frame = pd.DataFrame(rows, columns=CELL_COLUMNS)
     frame = _typed(frame, ["attempt", "steps", "tool_calls", "n_calls", "prompt_tokens", "completion_tokens",
                            "cached_tokens", "reasoning_tokens"], ["duration_s", "cost_usd"])
@@ -97,28 +67,10 @@ def load_cells(run_dir: str | Path) -> pd.DataFrame:
 # ---------------------------------------------------------------- calls
 
 
-def _cell_identity(calls_path: Path) -> dict[str, Any]:
-    """model/instance/attempt of the cell that owns a calls.jsonl, for lines that lack them."""
-    attempt_dir = calls_path.parent
-    cell_path = attempt_dir.with_suffix(".json")
-    identity: dict[str, Any] = {"model": attempt_dir.parent.parent.name,
-                                "instance_id": attempt_dir.parent.name}
-    if attempt_dir.name.isdigit():
-        identity["attempt"] = int(attempt_dir.name)
-    if cell_path.is_file():
-        cell = read_json(cell_path)
-        identity.update({k: cell[k] for k in ("model", "instance_id", "attempt") if cell.get(k) is not None})
-    return identity
-
-
 def load_calls(run_dir: str | Path) -> pd.DataFrame:
-    """All model calls of the run, one row per calls.jsonl line, tagged with model/instance/attempt."""
-    rows: list[dict[str, Any]] = []
-    for path in sorted((Path(run_dir) / "cells").glob("*/*/*/calls.jsonl")):
-        identity = _cell_identity(path)
-        for line in read_jsonl(path):
-            rows.append({**identity, **{k: v for k, v in line.items() if v is not None or k not in identity}})
-    frame = pd.DataFrame(rows)
+    """All model calls of the run's current attempts, one row per calls.jsonl line, tagged with
+    model/instance/attempt from the cell that owns them."""
+    frame = pd.DataFrame(RunLayout(run_dir).calls())
     frame = frame.reindex(columns=CALL_COLUMNS + [c for c in frame.columns if c not in CALL_COLUMNS])
     return _typed(frame, ["attempt", "call_index", "prompt_tokens", "completion_tokens", "cached_tokens",
                           "reasoning_tokens", "retries"],
@@ -128,76 +80,9 @@ def load_calls(run_dir: str | Path) -> pd.DataFrame:
 # ---------------------------------------------------------------- verdicts
 
 
-def _verdict_entry(path: Path, instance_id: str) -> dict[str, Any]:
-    try:
-        report = read_json(path)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: eval report is not valid JSON ({exc.msg})") from exc
-    if not isinstance(report, dict) or not report:
-        raise ValueError(f"{path}: eval report must be a non-empty object keyed by instance_id")
-    if instance_id in report:
-        entry = report[instance_id]
-    elif len(report) == 1:
-        entry = next(iter(report.values()))
-    else:
-        raise ValueError(f"{path}: no entry for instance {instance_id!r}")
-    if not isinstance(entry, dict) or "resolved" not in entry:
-        raise ValueError(f"{path}: entry for {instance_id!r} has no 'resolved' field")
-    return entry
-
-
-def _eval_meta(eval_dir: Path) -> dict[str, Any]:
-    """Label of the verdicts: verdict_meta.json, else the run report's label / evaluation_backend."""
-    meta: dict[str, Any] = {}
-    run_report = eval_dir / "report.json"
-    if run_report.is_file():
-        report = read_json(run_report)
-        label = report.get("label") or report.get("evaluation_backend")
-        meta = {"eval_label": label} if label else {}
-    path = eval_dir / "verdict_meta.json"
-    return {**meta, **(read_json(path) if path.is_file() else {})}
-
-
-def _verdict_rows(eval_dir: Path, names: dict[str, str]) -> list[dict[str, Any]]:
-    match = _EVAL_DIR.match(eval_dir.name)
-    if not match:
-        return []
-    meta = _eval_meta(eval_dir)
-    model = meta.get("model") or names.get(match["model_dir"], match["model_dir"])
-    attempt = int(meta.get("attempt") or match["attempt"])
-    label = meta.get("eval_label") or meta.get("backend")
-    rows = []
-    for report in sorted(eval_dir.glob("*/report.json")):
-        entry = _verdict_entry(report, report.parent.name)
-        rows.append({"model": model, "attempt": attempt, "instance_id": report.parent.name,
-                     "resolved": bool(entry["resolved"]),
-                     "patch_applied": bool(entry.get("patch_successfully_applied", False)),
-                     "eval_label": label})
-    return rows
-
-
-def _model_names(run_dir: Path) -> dict[str, str]:
-    """model_dir -> true model name, from the predictions files and then the cells (the truth)."""
-    names: dict[str, str] = {}
-    for path in sorted((run_dir / "predictions").glob("*.jsonl")):
-        match = _EVAL_DIR.match(path.stem)
-        rows = read_jsonl(path)
-        if match and rows and rows[0].get("model_name_or_path"):
-            names[match["model_dir"]] = rows[0]["model_name_or_path"]
-    for path in _cell_paths(run_dir):
-        model = read_json(path).get("model")
-        if model:
-            names[model_dirname(model)] = model
-    return names
-
-
 def load_verdicts(run_dir: str | Path) -> pd.DataFrame:
     """Official per-instance verdicts: model, attempt, instance_id, resolved, patch_applied, eval_label."""
-    run_dir = Path(run_dir)
-    names = _model_names(run_dir)
-    rows: list[dict[str, Any]] = []
-    for eval_dir in sorted(p for p in (run_dir / "eval").glob("*") if p.is_dir()):
-        rows.extend(_verdict_rows(eval_dir, names))
+    rows = [dataclasses.asdict(v) for v in RunLayout(run_dir).verdicts()]
     frame = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     frame["attempt"] = frame["attempt"].astype("Int64")
     frame["resolved"] = frame["resolved"].astype("boolean")
@@ -231,7 +116,7 @@ def attempt_table(run_dir: str | Path) -> pd.DataFrame:
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:
     """The run manifest, or {} when the run has none yet."""
-    path = Path(run_dir) / "manifest.json"
+    path = RunLayout(run_dir).manifest
     return read_json(path) if path.is_file() else {}
 
 
@@ -243,25 +128,50 @@ def load_resolved_params(run_dir: str | Path) -> dict[str, Any]:
 def load_profiles(run_dir: str | Path) -> pd.DataFrame:
     """ThunderAgent per-program time breakdown from ``thunderagent/profiles.json`` (empty when absent).
 
-    Accepts a list of objects with ``program_id`` or an object keyed by program id; phase times are read
-    from ``prefill``/``decode``/``pause``/``tool`` with or without an ``_s`` / ``_time`` suffix.
+    Accepts a list of objects with ``program_id`` or an object keyed by program id (ThunderAgent's GET
+    /profiles); phase times are read from ``prefill``/``decode``/``pause``/``tool`` with or without an ``_s`` /
+    ``_time`` suffix. Never raises on what a router answered: entries it cannot read (a router's error answer, a
+    string, a value that is no number, a file that is no JSON) are left out, logged, and listed, each naming the
+    file, in ``frame.attrs["unreadable"]``.
     """
-    path = Path(run_dir) / "thunderagent" / "profiles.json"
+    path = RunLayout(run_dir).thunderagent_dir / "profiles.json"
     columns = ["program_id", "prefill_s", "decode_s", "pause_s", "tool_s"]
-    if not path.is_file():
-        return pd.DataFrame(columns=columns)
-    data = read_json(path)
+    rows: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    if path.is_file():
+        try:
+            rows, unreadable = _profile_rows(path, read_json(path))
+        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            unreadable = [f"{path}: not readable as JSON ({exc})"]
+    for problem in unreadable:
+        log.warning("ThunderAgent profiles: %s", problem)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.attrs["unreadable"] = unreadable
+    return frame
+
+
+def _profile_rows(path: Path, data: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows that could be read, and one line per thing that could not."""
     items = data.get("programs", data) if isinstance(data, dict) else data
     if isinstance(items, dict):
-        items = [{"program_id": key, **value} for key, value in items.items()]
+        if set(items) == {"error"}:
+            return [], [f"{path}: the router answered an error, not profiles: {str(items['error'])[:200]}"]
+        items = [{"program_id": key, **value} if isinstance(value, dict) else value for key, value in items.items()]
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a list of program profiles or an object keyed by program_id")
-    return pd.DataFrame([_profile_row(path, item) for item in items], columns=columns)
+        return [], [f"{path}: expected a list of program profiles or an object keyed by program_id, "
+                    f"found {type(data).__name__}"]
+    rows, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            rows.append(_profile_row(path, item))
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{path}: entry {index} left out: {str(exc).removeprefix(f'{path}: ')[:200]}")
+    return rows, problems
 
 
 def _profile_row(path: Path, item: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(item, dict) or "program_id" not in item:
-        raise ValueError(f"{path}: each program profile needs a 'program_id'")
+        raise ValueError(f"{path}: each program profile needs a 'program_id', found {str(item)[:80]!r}")
     row: dict[str, Any] = {"program_id": str(item["program_id"])}
     item = {**(item.get("profile") or {}), **item}  # GET /programs nests the profile
     steps = float(item.get("step_count") or 0)
@@ -275,7 +185,7 @@ def _profile_row(path: Path, item: dict[str, Any]) -> dict[str, Any]:
 
 def default_pricing_path() -> Path | None:
     """params/pricing.yaml of the project checkout, when there is one."""
-    path = Path(__file__).resolve().parents[3] / "params" / "pricing.yaml"
+    path = project_root() / "params" / "pricing.yaml"
     return path if path.is_file() else None
 
 

@@ -31,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from swelab import io
+from swelab.evaluate.local import evaluate_local
+from swelab.select.dataset import has_grading_fields
+from swelab.workspace import recipes
+from swelab.workspace.repos import Workspace
 
 EVAL_MODULE = "swebench.harness.run_evaluation"
 DEFAULT_EVAL_WORKERS = 4
@@ -312,13 +316,9 @@ def collect_outputs(
 def harness_dataset(run_dir: Path, rows: list[dict]) -> Path:
     """The run's rows as the harness's dataset (a local JSONL: pinned content, no hub revision needed);
     old-schema rows get official-shaped Docker eval scripts from swelab.workspace.recipes."""
-    from swelab.select.dataset import has_grading_fields
-
     out = []
     for row in rows:
         if not has_grading_fields(row):
-            from swelab.workspace import recipes
-
             row = recipes.with_grading_fields(row, target="docker")
         out.append(row)
     return io.write_jsonl(run_dir / "eval" / "_harness" / "dataset.jsonl", out)
@@ -356,80 +356,71 @@ def no_patch_baseline_docker(
         os.chdir(cwd)
 
 
-def evaluate_run_official(params: Any, run_dir: Path, backend: str) -> list[dict]:
-    """Evaluate every predictions file of a run with the official harness ("docker" or "modal").
-
-    Empty patches never go to the harness: on Docker they run unpatched through its skip_patch mode,
-    otherwise through swelab's local backend. Returns one summary per predictions file.
-    """
+def check_backend(backend: str) -> None:
+    """Refuse a backend the official harness cannot run here, with the reason in one line."""
     if backend == "modal":
         ok, reason = modal_supported()
-        if not ok:
-            raise HarnessError(reason)
     elif backend == "docker":
         ok, reason = docker_available()
-        if not ok:
-            raise HarnessError(reason)
     else:
-        raise HarnessError(f"backend {backend!r}: the official harness runs on docker or modal")
-    run_dir = Path(run_dir)
-    rows = io.read_jsonl(run_dir / "instances.jsonl")
+        ok, reason = False, f"backend {backend!r}: the official harness runs on docker or modal"
+    if not ok:
+        raise HarnessError(reason)
+
+
+def evaluate_predictions(
+    params: Any, run_dir: Path, predictions: Path, rows: list[dict], backend: str, eval_dir: Path
+) -> dict[str, dict]:
+    """Grade one predictions file with the official harness; returns get_eval_report entries by instance.
+
+    Empty patches never go to the harness: on Docker they run unpatched through its skip_patch mode,
+    otherwise through swelab's local backend (its sandbox)."""
     dataset_path = harness_dataset(run_dir, rows)
     workdir = run_dir / "eval" / "_harness"
-    summaries = []
-    for predictions in sorted((run_dir / "predictions").glob("*__a*.jsonl")):
-        harness_id = harness_run_id(run_dir.name, predictions.stem)
-        eval_dir = run_dir / "eval" / predictions.stem
-        check = check_predictions(predictions)
-        patched_path, empty_ids = split_predictions(predictions, workdir / "predictions")
-        summary: dict = {"predictions": predictions.name, "backend": backend, "empty_patch_ids": empty_ids}
-        if patched_path is not None:
-            argv = harness_command(
-                dataset_path,
-                patched_path,
-                harness_id,
-                max_workers=eval_workers(params),
-                timeout_s=params.eval_timeout_s,
-                report_dir=workdir,
-                modal=backend == "modal",
-            )
-            summary["returncode"] = run_harness(argv, workdir, eval_dir / "harness.log")
-            collected = collect_outputs(workdir, harness_id, check.model_names[0], eval_dir)
-            summary["resolved_ids"] = collected.report["resolved_ids"]
-        if empty_ids:
-            empties = [p for p in io.read_jsonl(predictions) if p["instance_id"] in set(empty_ids)]
-            if backend == "docker":
-                no_patch_baseline_docker(
-                    dataset_path,
-                    empties,
-                    harness_id + ".nopatch",
-                    workdir,
-                    eval_workers(params),
-                    int(params.eval_timeout_s),
-                )
-                for p in empties:
-                    source = instance_log_dir(
-                        workdir, harness_id + ".nopatch", p["model_name_or_path"], p["instance_id"]
-                    )
-                    for name in INSTANCE_LOG_FILES:
-                        if (source / name).exists():
-                            io.atomic_write_bytes(eval_dir / p["instance_id"] / name, (source / name).read_bytes())
-            else:
-                summary["no_patch_backend"] = "local"
-                _local_no_patch(params, rows, empties, eval_dir)
-        summaries.append(summary)
-    return summaries
+    harness_id = harness_run_id(run_dir.name, eval_dir.name)
+    check = check_predictions(predictions)
+    patched_path, empty_ids = split_predictions(predictions, workdir / "predictions")
+    reports: dict[str, dict] = {}
+    if patched_path is not None:
+        argv = harness_command(dataset_path, patched_path, harness_id, max_workers=eval_workers(params),
+                               timeout_s=params.eval_timeout_s, report_dir=workdir, modal=backend == "modal")
+        run_harness(argv, workdir, eval_dir / "harness.log")
+        reports.update(collect_outputs(workdir, harness_id, check.model_names[0], eval_dir).instances)
+    if empty_ids:
+        empties = [p for p in io.read_jsonl(predictions) if p["instance_id"] in set(empty_ids)]
+        reports.update(_no_patch(params, run_dir, rows, empties, backend, harness_id + ".nopatch", eval_dir))
+    return reports
 
 
-def _local_no_patch(params: Any, rows: list[dict], empties: list[dict], eval_dir: Path) -> None:
-    from swelab.evaluate.local import evaluate_local
-    from swelab.workspace.repos import Workspace
+def no_patch_reports(params: Any, run_dir: Path, rows: list[dict], backend: str) -> dict[str, dict]:
+    """Every instance run unpatched (the discrimination check), by the same backend as the verdicts."""
+    predictions = [{"instance_id": r["instance_id"], "model_name_or_path": "no-patch", "model_patch": ""}
+                   for r in rows]
+    harness_id = harness_run_id(run_dir.name, "no-patch")
+    return _no_patch(params, run_dir, rows, predictions, backend, harness_id, run_dir / "eval" / "_no_patch")
 
+
+def _no_patch(params: Any, run_dir: Path, rows: list[dict], empties: list[dict], backend: str, harness_id: str,
+              eval_dir: Path) -> dict[str, dict]:
     by_id = {row["instance_id"]: row for row in rows}
+    reports: dict[str, dict] = {}
+    if backend == "docker":
+        workdir = run_dir / "eval" / "_harness"
+        dataset_path = harness_dataset(run_dir, rows)
+        no_patch_baseline_docker(dataset_path, empties, harness_id, workdir, eval_workers(params),
+                                 int(params.eval_timeout_s))
+        for p in empties:
+            source = instance_log_dir(workdir, harness_id, p["model_name_or_path"], p["instance_id"])
+            for name in INSTANCE_LOG_FILES:
+                if (source / name).exists():
+                    io.atomic_write_bytes(eval_dir / p["instance_id"] / name, (source / name).read_bytes())
+            if (source / "report.json").exists():
+                reports[p["instance_id"]] = parse_instance_report(source / "report.json", p["instance_id"])
+        return reports
     workspace = Workspace(repo_sources=params.repo_sources)
     for prediction in empties:
-        verdict = evaluate_local(
-            by_id[prediction["instance_id"]], "", workspace, params.eval_timeout_s, prediction["model_name_or_path"]
-        )
-        io.atomic_write_text(eval_dir / verdict.instance_id / "test_output.txt", verdict.log)
-        io.write_json(eval_dir / verdict.instance_id / "report.json", {verdict.instance_id: verdict.report})
+        graded = evaluate_local(by_id[prediction["instance_id"]], "", workspace, params.eval_timeout_s,
+                                prediction["model_name_or_path"], params.eval_limits)
+        io.atomic_write_text(eval_dir / graded.instance_id / "test_output.txt", graded.log)
+        reports[graded.instance_id] = graded.report
+    return reports

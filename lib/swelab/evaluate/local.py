@@ -7,31 +7,39 @@ environment, captures the log between swebench's markers and hands it to
 
 from __future__ import annotations
 
+import configparser
 import hashlib
+import importlib.metadata
 import json
-import os
-import shutil
-import signal
-import subprocess
+import re
 import tempfile
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from swebench.harness.constants import APPLY_PATCH_FAIL, APPLY_PATCH_PASS, TESTS_TIMEOUT
+from swebench.harness.constants import (
+    APPLY_PATCH_FAIL,
+    APPLY_PATCH_PASS,
+    END_TEST_OUTPUT,
+    START_TEST_OUTPUT,
+    TESTS_TIMEOUT,
+    TestStatus,
+)
 from swebench.harness.grading import get_eval_report
+from swebench.harness.log_parsers import PARSER_REGISTRY
 from swebench.harness.utils import make_test_spec
 
-from swelab.io import atomic_write_text, read_json, read_jsonl, write_json
-from swelab.workspace import standins
-from swelab.workspace.environments import uses_pytest_venv
+from swelab import sandbox
+from swelab.diffs import patch_paths
+from swelab.io import read_json, write_json
+from swelab.workspace import recipes, standins
+from swelab.workspace.environments import environment_identity
+from swelab.workspace.git import git
 from swelab.workspace.patches import apply_patch, check_apply
 from swelab.workspace.repos import Workspace
 
 LOCAL_LABEL = "official grading, local environment"
 GRADING_FIELDS = ("eval_script", "log_parser", "eval_type", "image")
+SWEBENCH_VERSION = importlib.metadata.version("swebench")
 
 
 class EvaluationError(RuntimeError):
@@ -39,7 +47,9 @@ class EvaluationError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Graded:
+    """swebench's grading of one patch on one instance, with the log it graded."""
+
     instance_id: str
     report: dict  # get_eval_report's entry for this instance
     log: str
@@ -54,10 +64,6 @@ def grading_row(instance: dict) -> dict:
     """The instance with the swebench 5.x grading fields; old-schema rows get them from a recipe."""
     if all(instance.get(field) for field in GRADING_FIELDS):
         return instance
-    try:
-        from swelab.workspace import recipes
-    except ImportError as exc:
-        raise EvaluationError(f"{instance['instance_id']}: lacks {', '.join(GRADING_FIELDS)}") from exc
     return recipes.with_grading_fields(instance)
 
 
@@ -72,86 +78,211 @@ def patch_sha(patch: str) -> str:
 
 
 class VerdictCache:
-    """Verdicts keyed by (instance_id, sha256(patch)): the same patch is graded once."""
+    """Verdicts keyed by everything that can change one: the instance's tests and script, the environment's
+    identity, the patch, the swebench version and the grading context (timeout, limits). The same patch under
+    the same conditions is graded once; anything else is graded anew."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, context: str = ""):
         self.root = root
+        self.context = context
 
     def _path(self, instance: dict, patch: str) -> Path:
-        return self.root / instance["instance_id"] / f"{instance_key(instance)}-{patch_sha(patch)[:24]}.json"
+        parts = [instance_key(instance), environment_identity(instance), SWEBENCH_VERSION, self.context,
+                 patch_sha(patch)]
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+        return self.root / instance["instance_id"] / f"{key}.json"
 
-    def get(self, instance: dict, patch: str) -> Verdict | None:
+    def get(self, instance: dict, patch: str) -> Graded | None:
         path = self._path(instance, patch)
         if not path.exists():
             return None
         data = read_json(path)
-        return Verdict(instance["instance_id"], data["report"], data["log"], cached=True)
+        return Graded(instance["instance_id"], data["report"], data["log"], cached=True)
 
-    def put(self, instance: dict, patch: str, verdict: Verdict) -> None:
+    def put(self, instance: dict, patch: str, verdict: Graded) -> None:
         write_json(self._path(instance, patch), {"report": verdict.report, "log": verdict.log})
 
 
-def run_eval_script(worktree: Path, script: str, env: dict, timeout_s: float) -> tuple[str, bool]:
-    """Run the eval script with stdout and stderr merged, in its own network namespace when the machine
-    allows one (loopback only); kill the whole group at the timeout."""
-    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False, dir=worktree.parent) as handle:
-        handle.write(script)
-        script_path = handle.name
-    # The evaluation's own TMPDIR (stand-ins' files, private /etc files, the tests' own temp files): removed
-    # afterwards even when the run is killed at its timeout.
-    scratch = tempfile.mkdtemp(prefix="swelab-eval-tmp-", dir=worktree.parent)
-    env = {**env, "TMPDIR": scratch}
-    command = ["bash", script_path]
-    if _can_unshare_net():
-        # Own network namespace (loopback only) and own mount namespace (a stand-in's private /etc/hosts).
-        command = ["unshare", "--net", "--mount", "--", "sh", "-c", standins.NAMESPACE_SETUP + 'exec "$@"', "sh",
-                   *command]
-    try:
-        proc = subprocess.Popen(
-            command, cwd=worktree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            out, _ = proc.communicate(timeout=timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            out, _ = proc.communicate()
-            timed_out = True
-        _kill_group(proc.pid)  # stand-ins and anything else the tests left running in the background
-        return out.decode("utf-8", errors="replace"), timed_out
-    finally:
-        Path(script_path).unlink(missing_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+def run_eval_script(
+    worktree: Path, script: str, env: dict, timeout_s: float, limits: sandbox.EvalLimits | None = None
+) -> tuple[str, bool]:
+    """Run the eval script in the evaluation sandbox (swelab.sandbox.run_eval), stdout and stderr merged: its
+    own network namespace (loopback only), the environment of env["VIRTUAL_ENV"] read-only, the worktree
+    writable, nothing else of the host; limits enforced, the whole run killed at the timeout.
 
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-_UNSHARE_OK: bool | None = None
+    Fails closed: where the machine cannot give it that sandbox, SandboxUnavailable, and no test has run."""
+    venv = env.get("VIRTUAL_ENV")
+    ro_paths = sandbox.python_paths(Path(venv)) if venv else []
+    result = sandbox.run_eval(
+        script, worktree, env, timeout_s, ro_paths=ro_paths, ro_files=[Path(standins.__file__)],
+        limits=limits, scratch_parent=worktree.parent,
+    )
+    return result.output, result.timed_out
 
 
 def _can_unshare_net() -> bool:
-    global _UNSHARE_OK
-    if _UNSHARE_OK is None:
-        ok = shutil.which("unshare") is not None
-        if ok:
-            ok = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True).returncode == 0
-        _UNSHARE_OK = ok
-    return _UNSHARE_OK
+    """True when this machine can run the evaluation sandbox (kept for callers that ask before grading)."""
+    return sandbox.eval_sandbox_available()
+
+
+# -- stricter than the official harness (docs/SANDBOX.md) -------------------------------------------
+# What a model patch may not touch. Never touched by a gold patch: SWE-bench puts every test file in the test
+# patch (checked on all 300 SWE-bench Lite rows and the bundled tasks), and these names are how code gets into
+# the test process without being imported by the tests: pytest's conftest and ini files, Python's
+# sitecustomize/usercustomize and .pth files, package metadata that registers pytest plugins (entry points).
+TEST_DIRS = frozenset({"test", "tests", "testing"})
+GUARDED_NAMES = frozenset({"conftest.py", "sitecustomize.py", "usercustomize.py", "pytest.ini", ".pytest.ini",
+                           "pytest.toml", ".pytest.toml"})
+GUARDED_SUFFIXES = (".pth", ".egg-info", ".dist-info", ".egg-link")
+# Config files a fix may legitimately change, but not in their pytest section (addopts = -p plugin, ...).
+PYTEST_SECTIONS = {"setup.cfg": "tool:pytest", "tox.ini": "pytest", "pyproject.toml": "tool.pytest"}
+EXIT_CODE_MARKER = ">>>>> Test Exit Code"
+_PASSING = {TestStatus.PASSED.value, TestStatus.XFAIL.value}
+_FAILING = {TestStatus.FAILED.value, TestStatus.ERROR.value}
+_PYTEST_SUMMARY = re.compile(r"^=+ (.*\d+ \w+.*) in [\d.]+ ?s.* =+$", re.M)  # "in 0.02s", old "in 0.02 seconds"
+_PYTEST_COUNT = re.compile(r"(\d+) (\w+)")
+_COUNTED = {"passed", "xfailed", "xpassed"}
+
+
+def _test_ids(row: dict) -> list[str]:
+    ids = []
+    for key in ("FAIL_TO_PASS", "PASS_TO_PASS"):
+        value = row.get(key) or []
+        ids += json.loads(value) if isinstance(value, str) else list(value)
+    return ids
+
+
+def patch_refusal(row: dict, model_patch: str) -> str | None:
+    """Why a model patch is refused before it is applied, or None. Stricter than the official harness: it
+    touches the task's test files (those of the test patch and of FAIL_TO_PASS/PASS_TO_PASS), a test folder,
+    or a file that brings code into the test process (conftest.py, pytest.ini, sitecustomize.py, .pth, ...)."""
+    test_files = set(patch_paths(row.get("test_patch") or ""))
+    test_files |= {test.split("::")[0] for test in _test_ids(row) if test.split("::")[0].endswith(".py")}
+    for path in patch_paths(model_patch):
+        parts = PurePosixPath(path).parts
+        name = parts[-1] if parts else path
+        if path in test_files:
+            return f"the patch changes the task's test file {path}"
+        if TEST_DIRS & set(parts[:-1]) or name.startswith("test_") or name.endswith("_test.py"):
+            return f"the patch changes {path}, a test file (only the test patch may)"
+        if name in GUARDED_NAMES or any(part.endswith(GUARDED_SUFFIXES) for part in parts):
+            return f"the patch changes {path}, which would run code in the test process (conftest, plugin, .pth)"
+    return None
+
+
+def _pytest_section(name: str, text: str) -> object:
+    """The pytest part of a setup.cfg / tox.ini / pyproject.toml, comparable before and after a patch."""
+    if name == "pyproject.toml":
+        # read as text (no TOML parser on Python 3.10): the [tool.pytest*] tables and any line naming pytest
+        kept, inside = [], False
+        for line in text.splitlines():
+            if line.lstrip().startswith("["):
+                inside = line.strip().startswith("[tool.pytest")
+            if inside or "pytest" in line:
+                kept.append(line.strip())
+        return kept
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.read_string(text)
+    section = PYTEST_SECTIONS[name]
+    return dict(parser[section]) if parser.has_section(section) else None
+
+
+def pytest_config_change(worktree: Path, model_patch: str) -> str | None:
+    """After the patch is applied: why it is refused for changing a pytest section of setup.cfg, tox.ini or
+    pyproject.toml (`-p plugin` in addopts runs any module in the test process), or None."""
+    for path in patch_paths(model_patch):
+        name = PurePosixPath(path).name
+        if name not in PYTEST_SECTIONS:
+            continue
+        before = git("show", f"HEAD:{path}", cwd=worktree, check=False)
+        after = worktree / path
+        try:
+            old = _pytest_section(name, before.stdout) if before.returncode == 0 else None
+            new = _pytest_section(name, after.read_text(errors="replace")) if after.is_file() else None
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            return f"the patch leaves {path} unreadable ({type(exc).__name__}): its pytest settings are unknown"
+        if old != new:
+            return f"the patch changes the pytest settings in {path}"
+    return None
+
+
+def apply_model_patch(worktree: Path, row: dict, model_patch: str) -> tuple[str, bool]:
+    """Apply a model patch as grading does: refused first when it touches what the tests run on
+    (`patch_refusal`), then the official fallbacks, then refused when it changed pytest's settings.
+    Returns (log, applied)."""
+    refusal = patch_refusal(row, model_patch)
+    if refusal is not None:
+        return f"refused: {refusal}", False
+    applied = apply_patch(worktree, model_patch)
+    if not applied.applied:
+        return applied.log, False
+    changed = pytest_config_change(worktree, model_patch)
+    if changed is not None:
+        return f"{applied.log}\nrefused: {changed}", False
+    return applied.log, True
+
+
+def log_problems(log: str, row: dict) -> list[str]:
+    """Why a graded log cannot be trusted (empty when it can): swebench's markers printed by something other
+    than the eval script, an exit status recorded before the end of the tests or not at all, or a graded test
+    reported both passing and failing (a forged line next to the real one)."""
+    if START_TEST_OUTPUT not in log and END_TEST_OUTPUT not in log:
+        return []  # the tests never ran (the patch did not apply): nothing to cross-check
+    problems = []
+    for marker in (START_TEST_OUTPUT, END_TEST_OUTPUT):
+        if log.count(marker) != 1:
+            problems.append(f"the log holds {log.count(marker)} '{marker}' markers; the eval script prints one")
+    end = log.find(END_TEST_OUTPUT)
+    codes = [match.start() for match in re.finditer(re.escape(EXIT_CODE_MARKER), log)]
+    if end >= 0 and any(position < end for position in codes):
+        problems.append(f"'{EXIT_CODE_MARKER}' is printed before the end of the tests: forged")
+    if end >= 0 and not [position for position in codes if position > end]:
+        problems.append("the test command's exit status was not recorded")
+    if problems:
+        return problems
+    sliced = log.split(START_TEST_OUTPUT, 1)[1].split(END_TEST_OUTPUT, 1)[0]
+    parser = PARSER_REGISTRY.get(row.get("log_parser", ""))
+    if parser is None:
+        return []
+    spec = make_test_spec(row)
+    seen: dict[str, set[str]] = {}
+    for line in sliced.splitlines():
+        for test, status in parser(line, spec).items():
+            seen.setdefault(test, set()).add(status)
+    for test in _test_ids(row):
+        statuses = seen.get(test, set())
+        if statuses & _PASSING and statuses & _FAILING:
+            problems.append(f"{test} is reported both {'/'.join(sorted(statuses))}: a forged result line")
+    if "test session starts" in sliced:  # pytest ran: its own count must cover the tests reported passing
+        summaries = _PYTEST_SUMMARY.findall(sliced)
+        passing = sum(1 for statuses in seen.values() if statuses & _PASSING)
+        if not summaries:
+            problems.append("pytest started but never printed its summary line: the run ended early")
+        else:
+            counted = sum(int(n) for n, word in _PYTEST_COUNT.findall(summaries[-1]) if word in _COUNTED)
+            if passing > counted:
+                problems.append(f"{passing} tests are reported passing but pytest counted {counted}")
+    return problems
+
+
+def strict_report(report: dict, log: str, row: dict) -> dict:
+    """get_eval_report's entry, unresolved with the reasons under `swelab_log_problems` when the log cannot
+    be trusted (log_problems); unchanged otherwise."""
+    problems = log_problems(log, row)
+    if not problems:
+        return report
+    return {**report, "resolved": False, "swelab_log_problems": problems}
 
 
 def evaluate_local(
     instance: dict,
     model_patch: str,
     workspace: Workspace,
-    timeout_s: float = 300.0,
+    timeout_s: float = 1800.0,
     model_name: str = "swelab",
-) -> Verdict:
-    """Grade one patch on one instance with the local backend."""
+    limits: sandbox.EvalLimits | None = None,
+) -> Graded:
+    """Grade one patch on one instance with the local backend, inside the evaluation sandbox."""
     row = grading_row(instance)
     spec = make_test_spec(row)
     environment = workspace.environment(row)
@@ -160,14 +291,15 @@ def evaluate_local(
         if not ok:
             raise EvaluationError(f"{row['instance_id']}: the test patch does not apply at base: {message}")
         lines = []
+        timed_out = False
         if model_patch.strip():
-            applied = apply_patch(worktree, model_patch)
-            lines.append(applied.log)
-            lines.append(f"{APPLY_PATCH_PASS}" if applied.applied else f"{APPLY_PATCH_FAIL}")
+            applied_log, applied_ok = apply_model_patch(worktree, row, model_patch)
+            lines.append(applied_log)
+            lines.append(f"{APPLY_PATCH_PASS}" if applied_ok else f"{APPLY_PATCH_FAIL}")
         if not lines or APPLY_PATCH_FAIL not in lines[-1]:
             with tempfile.TemporaryDirectory(prefix="swelab-home-") as home:
                 env = environment.process_env(Path(home))
-                output, timed_out = run_eval_script(worktree, spec.eval_script, env, timeout_s)
+                output, timed_out = run_eval_script(worktree, spec.eval_script, env, timeout_s, limits)
             lines.append(output)
             if timed_out:
                 lines.append(f"{TESTS_TIMEOUT} after {timeout_s:.0f} s")
@@ -178,173 +310,12 @@ def evaluate_local(
     try:
         prediction = {"instance_id": row["instance_id"], "model_name_or_path": model_name, "model_patch": model_patch}
         report = get_eval_report(spec, prediction, log_path, include_tests_status=True)[row["instance_id"]]
+        report = strict_report(report, log, row)
+        if timed_out:
+            # swebench reads the timeout marker as "no log", which its report spells patch_successfully_applied:
+            # false; the patch did apply (the tests ran), so say what happened instead.
+            report = {**report, "patch_successfully_applied": True, "resolved": False, "timed_out": True,
+                      "timeout_s": timeout_s}
     finally:
         Path(log_path).unlink(missing_ok=True)
-    return Verdict(row["instance_id"], report, log)
-
-
-# -- a whole run ------------------------------------------------------------------------------------
-def prediction_files(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "predictions").glob("*__a*.jsonl"))
-
-
-def evaluate_run(
-    params,
-    run_dir: Path | None = None,
-    workspace: Workspace | None = None,
-    progress: bool = True,
-    on_verdict: Callable[[str, Verdict], None] | None = None,
-) -> list[dict]:
-    """Evaluate every predictions file of the run; finished verdicts are kept, so a rerun resumes."""
-    run_dir = Path(run_dir or params.run_dir)
-    backend = choose_backend(params)
-    if backend != "local":
-        from swelab.evaluate import harness
-
-        return harness.evaluate_run_official(params, run_dir, backend)
-    workspace = workspace or Workspace(repo_sources=params.repo_sources)
-    instances = {row["instance_id"]: row for row in read_jsonl(run_dir / "instances.jsonl")}
-    cache = VerdictCache(workspace.cache_dir / "verdicts")
-    refused = unsupported_instances(instances.values())
-    for iid, reason in refused.items():
-        print(f"evaluation: {iid} cannot be evaluated locally: {reason}")
-    jobs = []
-    for predictions in prediction_files(run_dir):
-        for prediction in read_jsonl(predictions):
-            iid = prediction["instance_id"]
-            if iid not in instances:
-                raise EvaluationError(f"{predictions}: instance {iid} is not part of this run")
-            out_dir = run_dir / "eval" / predictions.stem / iid
-            if iid in refused or ((out_dir / "report.json").exists() and not params.force):
-                continue
-            jobs.append((predictions.stem, instances[iid], prediction, out_dir))
-
-    def grade(job: tuple) -> None:
-        stem, instance, prediction, out_dir = job
-        patch = prediction.get("model_patch") or ""
-        verdict = cache.get(instance, patch)
-        if verdict is None:
-            model_name = prediction["model_name_or_path"]
-            verdict = evaluate_local(instance, patch, workspace, params.eval_timeout_s, model_name)
-            cache.put(instance, patch, verdict)
-        atomic_write_text(out_dir / "test_output.txt", verdict.log)
-        write_json(out_dir / "report.json", {instance["instance_id"]: verdict.report})
-        if on_verdict:
-            on_verdict(stem, verdict)
-
-    # Environments first, one per (repo, version), so parallel graders never wait on each other's builds.
-    for key in {(job[1]["repo"], job[1]["version"]): job[1] for job in jobs}.values():
-        workspace.environment(grading_row(key))
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=params.eval_workers) as pool:
-        iterator = pool.map(grade, jobs)
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(iterator, total=len(jobs), desc="evaluate")
-        list(iterator)
-    checked = {iid: row for iid, row in instances.items() if iid not in refused}
-    flags = check_discrimination(checked, workspace, cache, params.eval_timeout_s, params.eval_workers)
-    write_json(run_dir / "eval" / "discrimination.json", flags)
-    for iid, flag in flags.items():
-        if flag["non_discriminating"]:
-            print(f"evaluation: {iid} is non-discriminating: its FAIL_TO_PASS tests pass without any patch")
-    summaries = [
-        write_run_report(run_dir, predictions, instances, refused) for predictions in prediction_files(run_dir)
-    ]
-    for summary in summaries:
-        summary["seconds"] = round(time.monotonic() - started, 2)
-    return summaries
-
-
-def check_discrimination(
-    instances: dict[str, dict], workspace: Workspace, cache: VerdictCache, timeout_s: float, workers: int
-) -> dict[str, dict]:
-    """Grade the no-patch run of every instance (cached, so the empty baseline costs nothing more): an
-    instance whose FAIL_TO_PASS tests already pass unpatched here cannot tell a fix from no fix, and is
-    flagged rather than silently counted."""
-
-    def unpatched(row: dict) -> tuple[str, dict]:
-        verdict = cache.get(row, "")
-        if verdict is None:
-            verdict = evaluate_local(row, "", workspace, timeout_s, "no-patch")
-            cache.put(row, "", verdict)
-        passing = verdict.report.get("tests_status", {}).get("FAIL_TO_PASS", {}).get("success", [])
-        expected = row["FAIL_TO_PASS"]
-        expected = json.loads(expected) if isinstance(expected, str) else expected
-        return row["instance_id"], {
-            "fail_to_pass_passing_unpatched": passing,
-            "non_discriminating": bool(expected) and set(expected) <= set(passing),
-        }
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(unpatched, instances.values()))
-
-
-def unsupported_instances(instances) -> dict[str, str]:
-    """Rows whose environment the local backend cannot build (no recipe for the (repo, version), or no
-    interpreter for it here): refused up front, with the reason, whether or not they carry 5.x fields."""
-    refused = {}
-    for row in instances:
-        if uses_pytest_venv(row):
-            continue
-        from swelab.workspace import recipes
-
-        ok, reason = recipes.supported(row)
-        if not ok:
-            refused[row["instance_id"]] = reason
-    return refused
-
-
-def choose_backend(params) -> str:
-    if params.eval_backend == "local":
-        return "local"
-    from swelab.evaluate import harness
-
-    available, reason = harness.docker_available()
-    if params.eval_backend == "auto":
-        if available:
-            return "docker"
-        print(f"evaluation: {reason}; using the local backend ({LOCAL_LABEL})")
-        return "local"
-    return params.eval_backend
-
-
-def write_run_report(run_dir: Path, predictions_path: Path, instances: dict, refused: dict | None = None) -> dict:
-    """The official harness's run report (schema_version 2) for one predictions file."""
-    predictions = {p["instance_id"]: p for p in read_jsonl(predictions_path)}
-    eval_dir = run_dir / "eval" / predictions_path.stem
-    completed, resolved, unresolved, empty, errors = set(), set(), set(), set(), set()
-    for iid, prediction in predictions.items():
-        if not (prediction.get("model_patch") or "").strip():
-            empty.add(iid)
-        report_path = eval_dir / iid / "report.json"
-        if not report_path.exists():
-            continue
-        entry = read_json(report_path)[iid]
-        completed.add(iid)
-        (resolved if entry.get("resolved") else unresolved).add(iid)
-        if not entry.get("patch_successfully_applied"):
-            errors.add(iid)
-    report = {
-        "total_instances": len(instances),
-        "submitted_instances": len(predictions),
-        "completed_instances": len(completed),
-        "resolved_instances": len(resolved),
-        "unresolved_instances": len(unresolved),
-        "empty_patch_instances": len(empty),
-        "error_instances": len(errors),
-        "completed_ids": sorted(completed),
-        "incomplete_ids": sorted(set(instances) - completed),
-        "empty_patch_ids": sorted(empty),
-        "submitted_ids": sorted(predictions),
-        "resolved_ids": sorted(resolved),
-        "unresolved_ids": sorted(unresolved),
-        "error_ids": sorted(errors),
-        "unsupported": dict(sorted((refused or {}).items())),
-        "schema_version": 2,
-        "evaluation_backend": "local",
-        "label": LOCAL_LABEL,
-    }
-    write_json(eval_dir / "report.json", report)
-    return {"predictions": predictions_path.stem, **{k: v for k, v in report.items() if not k.endswith("_ids")}}
+    return Graded(row["instance_id"], report, log)

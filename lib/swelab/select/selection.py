@@ -28,6 +28,7 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
 from swelab import io
-from swelab.select.dataset import dataset_info, load_instances, test_lists
+from swelab.params import ParamsError, RunParams, load_params
+from swelab.select.dataset import DatasetError, dataset_info, load_instances, test_lists
 
 DEFAULT_SEED = 42
 
@@ -378,6 +380,44 @@ def read_instance_ids(path: str | Path) -> list[str]:
     return ids
 
 
+def instance_ids_from(params: RunParams) -> list[str] | None:
+    """The ids the params pin (a list, or a .jsonl/.txt/.json file read by read_instance_ids), or None for all."""
+    value = params.instances
+    if value == "all":
+        return None
+    if isinstance(value, list | tuple):
+        return list(value)
+    path = params.resolve_path(value)
+    if not path.exists():
+        raise ParamsError(params.source_file, "instances", f"file {value} not found")
+    try:
+        return read_instance_ids(path)
+    except SelectionError as exc:
+        raise ParamsError(params.source_file, "instances", str(exc)) from None
+
+
+def resolve_instances(params: RunParams, rows: list[dict] | None = None) -> list[dict]:
+    """Load the dataset and keep the pinned (or drawn) instances, in the order of the dataset (sorted by id)."""
+    if rows is None:
+        source = params.dataset.source
+        if source != "minibench" and Path(source).suffix in {".json", ".jsonl", ".parquet"}:
+            source = str(params.resolve_path(source))
+        rows = load_instances(source, params.dataset.split, params.dataset.revision)
+    wanted = instance_ids_from(params)
+    if wanted is None and params.selection:
+        chosen = select_instances(rows, params.selection, params.selection_seed)
+        return rows_for_ids(rows, chosen.ids, "selection")
+    if wanted is None:
+        return rows
+    by_id = {row["instance_id"]: row for row in rows}
+    missing = [iid for iid in wanted if iid not in by_id]
+    if missing:
+        raise DatasetError(
+            f"{params.dataset.source}: instance {missing[0]} (named in 'instances') is not in the dataset"
+        )
+    return [by_id[iid] for iid in sorted(set(wanted))]
+
+
 def rows_for_ids(rows: list[dict], ids: list[str], where: str) -> list[dict]:
     """The rows with these ids, in id order; an id the dataset lacks is an error naming it."""
     by_id = {row["instance_id"]: row for row in rows}
@@ -406,8 +446,6 @@ def recompute_selection(
     compared with the list the params pin. (None, {}) when the params have no selection block."""
     if not params.selection:
         return None, {}
-    from swelab.select.instances import instance_ids_from
-
     selection = select_instances(rows, params.selection, params.selection_seed, stats)
     manifest = selection_manifest(selection, info, params.selection)
     write_selection(Path(run_dir) / "selection" / "instances.jsonl", selection, manifest)
@@ -426,7 +464,7 @@ def repo_summary(stats: pd.DataFrame) -> pd.DataFrame:
 
 def distribution_figures(stats: pd.DataFrame) -> list:
     """Histograms of the candidates' gold-patch size and FAIL_TO_PASS count, coloured by repository."""
-    import plotly.express as px
+    import plotly.express as px  # optional heavy dependency: only the notebook draws
 
     columns = (("patch_lines", "gold patch: changed lines"), ("patch_hunks", "gold patch: hunks"),
                ("n_fail_to_pass", "FAIL_TO_PASS tests"))
@@ -435,7 +473,7 @@ def distribution_figures(stats: pd.DataFrame) -> list:
 
 def candidate_browser(rows: list[dict], ids: list[str]):
     """An ipywidgets browser: pick an instance, read its issue, gold patch and tests (browser_html)."""
-    import ipywidgets as widgets
+    import ipywidgets as widgets  # optional heavy dependency: only the notebook browses
 
     by_id = {row["instance_id"]: row for row in rows}
     picker = widgets.Dropdown(options=ids, description="instance")
@@ -470,15 +508,11 @@ def run_rows_for(params: Any, rows: list[dict], selection: Selection | None) -> 
     """The run's rows: the selection when the params say `instances: all` and give one, else what they pin."""
     if params.instances == "all" and selection is not None:
         return rows_for_ids(rows, selection.ids, "selection")
-    from swelab.select.instances import resolve_instances
-
     return resolve_instances(params, rows)
 
 
 def browser_html(row: dict) -> str:
     """One instance as HTML for the notebook's candidate browser: issue, gold patch, test patch, tests."""
-    from html import escape
-
     f2p, p2p = test_lists(row)
     parts = [
         f"<h4>{escape(row['instance_id'])} <small>{escape(row['repo'])} {escape(str(row['version']))}</small></h4>",
@@ -505,8 +539,6 @@ def pin_from_params(params: Any, dataset_path: str | None = None) -> tuple[Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from swelab.params import load_params
-
     parser = argparse.ArgumentParser(description="Recompute and pin the instance list of a params file.")
     parser.add_argument("params_file")
     parser.add_argument("--dataset", help="a local JSON/JSONL/parquet copy to use instead of the params' dataset")

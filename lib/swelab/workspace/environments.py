@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,6 @@ from swelab.workspace import recipes
 SAFE_ENV_KEYS = ("LANG", "LC_ALL", "TZ", "TERM")
 # A row may ask for the plain pure-Python environment (what the bundled tasks use) with env_recipe.
 PYTEST_VENV = "pytest-venv"
-
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,33 @@ def uses_pytest_venv(instance: dict) -> bool:
     return instance["repo"].startswith("minibench/") or instance.get("env_recipe") == PYTEST_VENV
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """An error as one readable line: ANSI escapes (pip's colours) removed, lines joined, cut to `limit`."""
+    text = " | ".join(line.strip() for line in ANSI_ESCAPE.sub("", message).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def environment_key(instance: dict) -> str:
+    """The folder an instance's environment lives in: one per (repo, version), and one per distinct pin set
+    where a row carries its own pins (instances that pin the same set share it)."""
+    key = f"{instance['repo'].replace('/', '__')}__{instance['version']}"
+    pins = recipes.instance_pins(instance)
+    if pins:
+        key += "__" + hashlib.sha256(json.dumps(pins).encode()).hexdigest()[:10]
+    return key
+
+
 def environment_identity(instance: dict) -> str:
     """What an environment was built from; a change means a rebuild."""
     if uses_pytest_venv(instance):
         return f"{PYTEST_VENV} {sys.executable} {_pytest_home()}\n"
     # the recipe itself too: a changed recipe (a pin, a step) rebuilds the environments made by the old one
     recipe = recipes.RECIPES.get((instance["repo"], str(instance["version"])))
-    fingerprint = hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+    content = [repr(recipe), recipes.instance_pins(instance), instance.get("environment_setup_commit")]
+    fingerprint = hashlib.sha256(repr(content).encode()).hexdigest()[:12]
     return f"recipe {instance['repo']} {instance['version']} {fingerprint}\n"
 
 

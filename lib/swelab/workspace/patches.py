@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swelab.diffs import UnsafePatchError, check_patch_safe, patch_paths
-from swelab.workspace.git import git
+from swelab.workspace.git import NO_HOOKS, git
 
 # The official harness's fallbacks, in its order (swebench.harness.run_evaluation GIT_APPLY_CMDS).
+# (Our git calls add NO_HOOKS; the log shows the official command.)
 APPLY_COMMANDS = (
     ["git", "apply", "--verbose"],
     ["git", "apply", "--verbose", "--reject"],
@@ -34,7 +35,8 @@ def apply_patch(worktree: Path, patch: str) -> ApplyResult:
     logs = []
     try:
         for command in APPLY_COMMANDS:
-            result = subprocess.run([*command, str(patch_file)], cwd=worktree, capture_output=True, text=True)
+            argv = [command[0], *NO_HOOKS, *command[1:]] if command[0] == "git" else list(command)
+            result = subprocess.run([*argv, str(patch_file)], cwd=worktree, capture_output=True, text=True)
             logs.append(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}")
             if result.returncode == 0:
                 return ApplyResult(True, " ".join(command), "\n".join(logs))
@@ -53,7 +55,7 @@ def check_apply(worktree: Path, patch: str) -> tuple[bool, str]:
     except UnsafePatchError as exc:
         return False, f"refused: {exc}"
     result = subprocess.run(
-        ["git", "apply", "--check", "-"],
+        ["git", *NO_HOOKS, "apply", "--check", "-"],
         cwd=worktree,
         input=patch if patch.endswith("\n") else patch + "\n",
         capture_output=True,

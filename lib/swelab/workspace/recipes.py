@@ -15,6 +15,8 @@ image layout: /testbed and the conda env "testbed").
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import re
@@ -42,6 +44,12 @@ TEST_DJANGO = "./tests/runtests.py --verbosity 2 --settings=test_sqlite --parall
 # old pips install wheels built for newer Pythons when an index gives no Requires-Python (a local mirror or a
 # find-links folder may not), or backtrack for many minutes over a requirements file like Django's.
 PIP_FOR_PYTHON = {"3.5": "pip<21", "3.6": "pip<22", "3.7": "pip<24.1", "3.8": "pip<25.1"}
+# Newer Pythons: the newest pip before 25.3, which dropped the `setup.py develop` fallback of `pip install -e`:
+# projects whose build pins setuptools < 64 (pylint 2.x wants ~62.6, old astropy/matplotlib/scikit-learn) have
+# no PEP 660 `build_editable` hook and cannot be installed editable by 25.3+. The official images' conda pips
+# predate it.
+PIP_DEFAULT = "pip<25.3"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,12 @@ class Recipe:
     services: tuple[str, ...] = ()  # network services the tests call, stood in locally (swelab.workspace.standins)
     eval_commands: tuple[str, ...] = ()  # 4.x "eval_commands": run before the tests (locale exports, ...)
     locale: str | None = None  # a locale the tests need; built into the environment when the machine lacks it
+    pre_install: tuple[str, ...] = ()  # 4.x "pre_install" file edits, run in the setup checkout before install
+    # Files the install generates that the tests import (setuptools_scm's _version.py), copied from the setup
+    # checkout into the worktree before the tests (the tests import the worktree, which never had them).
+    generated: tuple[str, ...] = ()
+    # local target only: pre_install edits the tests depend on (tox.ini), made in the worktree, and exports
+    worktree_edits: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -157,8 +171,130 @@ for _v, _python in (("3.0", "3.6"), ("3.1", "3.6"), ("3.2", "3.6"), ("4.0", "3.8
         locale="en_US.UTF-8" if _v[0] == "3" else None,
     )
 
+# 4.1.0 SPECS_SEABORN: pure Python; 0.12+ installs the [dev] extra.
+_SEABORN_PINS = ("contourpy==1.1.0", "cycler==0.11.0", "fonttools==4.42.1", "importlib-resources==6.0.1",
+                 "kiwisolver==1.4.5", "matplotlib==3.7.2", "numpy==1.25.2", "packaging==23.1", "pillow==10.0.0",
+                 "pyparsing==3.0.9", "pytest", "python-dateutil==2.8.2", "pytz==2023.3.post1", "scipy==1.11.2",
+                 "six==1.16.0", "tzdata==2023.1", "zipp==3.16.2")
+RECIPES[("mwaskom/seaborn", "0.11")] = Recipe(
+    python="3.9", install="python -m pip install -e .", pip_packages=(*_SEABORN_PINS, "pandas==1.3.5"),
+    test_cmd="pytest --no-header -rA", log_parser="parse_log_seaborn")
+for _v in ("0.12", "0.13", "0.14"):
+    RECIPES[("mwaskom/seaborn", _v)] = Recipe(
+        python="3.9", install="python -m pip install -e .[dev]", pip_packages=(*_SEABORN_PINS, "pandas==2.0.0"),
+        test_cmd="pytest --no-header -rA", log_parser="parse_log_seaborn")
+
+# 4.1.0 SPECS_PYTEST: pytest tests itself, so the worktree's src/ is what runs (console script included).
+_PYTEST_BASE = ("attrs==23.1.0", "more-itertools==10.1.0", "pluggy==0.13.1", "py==1.11.0")
+_PYTEST_PINS = {
+    "4.4": ("atomicwrites==1.4.1", *_PYTEST_BASE, "setuptools==68.0.0", "six==1.16.0"),
+    "4.5": ("atomicwrites==1.4.1", "attrs==23.1.0", "more-itertools==10.1.0", "pluggy==0.11.0", "py==1.11.0",
+            "setuptools==68.0.0", "six==1.16.0", "wcwidth==0.2.6"),
+    "4.6": ("atomicwrites==1.4.1", *_PYTEST_BASE, "packaging==23.1", "six==1.16.0", "wcwidth==0.2.6"),
+    **{v: ("atomicwrites==1.4.1", *_PYTEST_BASE, "packaging==23.1", "wcwidth==0.2.6") for v in ("5.0", "5.1", "5.2")},
+    "5.3": (*_PYTEST_BASE, "packaging==23.1", "wcwidth==0.2.6"),
+    "5.4": (*_PYTEST_BASE, "packaging==23.1"),
+    "6.0": (*_PYTEST_BASE, "iniconfig==2.0.0", "packaging==23.1", "toml==0.10.2"),
+    **{v: ("attrs==23.1.0", "iniconfig==2.0.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0", "toml==0.10.2")
+       for v in ("6.2", "6.3")},
+    "7.0": ("attrs==23.1.0", "iniconfig==2.0.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0"),
+    **{v: ("attrs==23.1.0", "iniconfig==2.0.0", "packaging==23.1", "pluggy==0.13.1", "py==1.11.0", "tomli==2.0.1")
+       for v in ("7.1", "7.2")},
+    **{v: ("iniconfig==2.0.0", "packaging==23.1", "pluggy==1.3.0", "exceptiongroup==1.1.3", "tomli==2.0.1")
+       for v in ("7.4", "8.0", "8.1", "8.2", "8.3", "8.4")},
+}
+for _v, _pins in _PYTEST_PINS.items():
+    RECIPES[("pytest-dev/pytest", _v)] = Recipe(
+        python="3.9", install="python -m pip install -e .", pip_packages=_pins, test_cmd=TEST_PYTEST,
+        log_parser="parse_log_pytest", pythonpath="src", generated=("src/_pytest/_version.py",),
+        pre_install=("sed -i 's/>=>=/>=/' setup.cfg",) if _v == "6.3" else ())
+
+# 4.1.0 SPECS_SPHINX: tests run through tox (tox-current-env: in this environment), as the official image does.
+_SPHINX_PINS_3 = (
+    "sed -i 's/Jinja2>=2.3/Jinja2<3.0/' setup.py",
+    "sed -i 's/sphinxcontrib-applehelp/sphinxcontrib-applehelp<=1.0.7/' setup.py",
+    "sed -i 's/sphinxcontrib-devhelp/sphinxcontrib-devhelp<=1.0.5/' setup.py",
+    "sed -i 's/sphinxcontrib-qthelp/sphinxcontrib-qthelp<=1.0.6/' setup.py",
+    "sed -i 's/alabaster>=0.7,<0.8/alabaster>=0.7,<0.7.12/' setup.py",
+    "sed -i \"s/'packaging',/'packaging', 'markupsafe<=2.0.1',/\" setup.py",
+)
+_SPHINX_HELP = {
+    "4.1": (
+        "grep -q 'sphinxcontrib-htmlhelp>=2.0.0' setup.py && "
+        "sed -i 's/sphinxcontrib-htmlhelp>=2.0.0/sphinxcontrib-htmlhelp>=2.0.0,<=2.0.4/' setup.py || "
+        "sed -i 's/sphinxcontrib-htmlhelp/sphinxcontrib-htmlhelp<=2.0.4/' setup.py",
+        "grep -q 'sphinxcontrib-serializinghtml>=1.1.5' setup.py && "
+        "sed -i 's/sphinxcontrib-serializinghtml>=1.1.5/sphinxcontrib-serializinghtml>=1.1.5,<=1.1.9/' setup.py || "
+        "sed -i 's/sphinxcontrib-serializinghtml/sphinxcontrib-serializinghtml<=1.1.9/' setup.py",
+    ),
+    **dict.fromkeys(("4.2", "4.3", "4.4"), (
+        "sed -i 's/sphinxcontrib-htmlhelp>=2.0.0/sphinxcontrib-htmlhelp>=2.0.0,<=2.0.4/' setup.py",
+        "sed -i 's/sphinxcontrib-serializinghtml>=1.1.5/sphinxcontrib-serializinghtml>=1.1.5,<=1.1.9/' setup.py",
+    )),
+}
+_SPHINX_TOX = "sed -i 's/pytest/pytest -rA/' tox.ini"
+for _v in ("1.5 1.6 1.7 1.8 2.0 2.1 2.2 2.3 2.4 3.0 3.1 3.2 3.3 3.4 3.5 4.0 4.1 4.2 4.3 4.4 4.5 5.0 5.1 5.2 5.3 "
+           "6.0 6.2 7.0 7.1 7.2 7.3 7.4 8.0 8.1").split():
+    _edits: tuple[str, ...] = (_SPHINX_TOX,)
+    if _v[0] in "34" and _v != "4.5":
+        _edits += _SPHINX_PINS_3 + _SPHINX_HELP.get(_v, (
+            "sed -i 's/sphinxcontrib-htmlhelp/sphinxcontrib-htmlhelp<=2.0.4/' setup.py",
+            "sed -i 's/sphinxcontrib-serializinghtml/sphinxcontrib-serializinghtml<=1.1.9/' setup.py"))
+    _python = "3.10" if _v in ("8.0", "8.1") else "3.9"
+    RECIPES[("sphinx-doc/sphinx", _v)] = Recipe(
+        python=_python, install="python -m pip install -e .[test]",
+        pip_packages=("tox==4.16.0", "tox-current-env==0.0.11", "Jinja2==3.0.3"),
+        test_cmd=f"tox --current-env -epy{_python.replace('.', '')} -v --", log_parser="parse_log_sphinx",
+        # tox passes on only the variables its config names: the worktree must stay first on PYTHONPATH
+        pre_install=_edits, worktree_edits=(_SPHINX_TOX, "export TOX_OVERRIDE=testenv.pass_env+=PYTHONPATH"),
+        notes=("7.2+ also apt-installs graphviz in the official image (tests/apt_install.sh: graphviz)",))
+
+# 4.1.0 SPECS_XARRAY: the official image is `conda env update -f ci/requirements/environment.yml` plus these
+# pins; here the pins only (Verified rows get their image's full set from VERIFIED_PINS).
+for _v in "0.12 0.18 0.19 0.20 2022.03 2022.06 2022.09 2023.07 2024.05".split():
+    RECIPES[("pydata/xarray", _v)] = Recipe(
+        python="3.10", install="python -m pip install -e .",
+        pip_packages=("numpy==1.23.0", "packaging==23.1", "pandas==1.5.3", "pytest==7.4.0", "python-dateutil==2.8.2",
+                      "pytz==2023.3", "six==1.16.0", "scipy==1.11.1", "setuptools==68.0.0", "dask==2022.8.1"),
+        test_cmd=TEST_PYTEST, log_parser="parse_log_xarray",
+        notes=("the optional backends of ci/requirements/environment.yml (netCDF4, h5netcdf, zarr, cftime, ...) "
+               "come only with Verified pins; without them their tests are skipped",))
+
+# Repositories whose official images compile C/Cython extensions at the base commit and again after the patch
+# (their eval script reruns the install). The local backend shares one environment per pin set and imports the
+# worktree, which has no compiled extensions: refused until a per-instance in-place build is in place.
+_NOT_BUILT = "the local backend does not build per-instance extensions yet: use the Docker harness"
+REFUSED = {
+    "astropy/astropy": "no local recipe for astropy/astropy: it compiles C/Cython extensions at each base commit "
+                       f"(and again after the patch); {_NOT_BUILT}",
+    "matplotlib/matplotlib": "no local recipe for matplotlib/matplotlib: it compiles C++ extensions (and qhull) "
+                             f"at each base commit; {_NOT_BUILT}",
+    "scikit-learn/scikit-learn": "no local recipe for scikit-learn/scikit-learn: it compiles Cython extensions at "
+                                 f"each base commit (and again after the patch); {_NOT_BUILT}",
+}
+
+
 class RecipeError(RuntimeError):
     """No recipe for a row, or an environment that could not be built; the message names the instance."""
+
+
+# The official image of each SWE-bench Verified instance, as swebench recorded it (its MIT-licensed repository,
+# swebench/resources/swebench-og/, tag v4.1.0): Python and exact package pins, derived by
+# tests/fidelity/derive_pins.py. Rows listed here get exactly those pins instead of the (repo, version) spec.
+VERIFIED_PINS = Path(__file__).with_name("verified_pins.json")
+
+
+@functools.cache
+def _verified_pins() -> dict:
+    return json.loads(VERIFIED_PINS.read_text()) if VERIFIED_PINS.exists() else {}
+
+
+def official_environment(row: dict) -> dict | None:
+    """{"python", "pins"} of the row's official image when swebench recorded it, else None; a row may also
+    carry its own (`environment_pins`, `environment_python`)."""
+    if row.get("environment_pins"):
+        return {"python": row.get("environment_python") or "", "pins": list(row["environment_pins"])}
+    return _verified_pins().get(row.get("instance_id", ""))
 
 
 def recipe_for(row: dict) -> Recipe:
@@ -166,6 +302,9 @@ def recipe_for(row: dict) -> Recipe:
     if recipe is None:
         ok, reason = supported(row, check_python=False)
         raise RecipeError(f"{row['instance_id']}: {reason}")
+    official = official_environment(row)
+    if official and official["python"] and official["python"] != recipe.python:
+        recipe = dataclasses.replace(recipe, python=official["python"])  # the image's Python wins
     return recipe
 
 
@@ -214,6 +353,8 @@ def _runs_as(interpreter: str, version: str) -> bool:
 def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
     """(True, "") when the local backend can build this row's environment, else (False, why not)."""
     key = (row["repo"], str(row["version"]))
+    if row["repo"] in REFUSED:
+        return False, REFUSED[row["repo"]]
     if key not in RECIPES:
         repos = sorted({repo for repo, _ in RECIPES})
         if row["repo"] not in repos:
@@ -224,7 +365,7 @@ def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
         versions = sorted(v for repo, v in RECIPES if repo == row["repo"])
         return False, f"no local recipe for {row['repo']} version {row['version']} (have {', '.join(versions)})"
     if check_python:
-        python = RECIPES[key].python
+        python = recipe_for(row).python
         if find_python(python) is None:
             return False, (
                 f"{row['repo']} {row['version']} needs Python {python}: no python{python} on PATH "
@@ -287,6 +428,8 @@ def eval_script_for(row: dict, target: str = "local") -> str:
             # only the exports: the rest would change the machine (/etc/locale.gen); the environment carries
             # the locale instead (LOCPATH, see build_environment)
             *(command for command in recipe.eval_commands if command.startswith("export ")),
+            *recipe.worktree_edits,
+            *(f'cp "$VIRTUAL_ENV/setup-src/{path}" {path}' for path in recipe.generated),
         ]
     lines += [
         reset,
@@ -358,14 +501,20 @@ def environment_steps(row: dict, python: str, env: Path, requirements_file: Path
     recipe = recipe_for(row)
     pip = [str(env / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     steps: list[tuple[list[str], Path | None]] = [([python, "-m", "venv", str(env)], None)]
-    steps.append(([*pip, "--upgrade", PIP_FOR_PYTHON.get(recipe.python, "pip")], None))
+    steps.append(([*pip, "--upgrade", pip_spec(recipe)], None))
     steps.append(([*pip, "wheel"], None))
-    if recipe.packages:
-        steps.append(([*pip, *recipe.packages], None))
-    if recipe.pip_packages:
-        steps.append(([*pip, *recipe.pip_packages], None))
-    if recipe.requirements and requirements_file is not None:
-        steps.append(([*pip, "-r", str(requirements_file)], None))
+    if instance_pins(row):
+        # the official image's own package set replaces the (repo, version) packages and requirements
+        steps.append(([*pip, *instance_pins(row)], None))
+    else:
+        if recipe.packages:
+            steps.append(([*pip, *recipe.packages], None))
+        if recipe.pip_packages:
+            steps.append(([*pip, *recipe.pip_packages], None))
+        if recipe.requirements and requirements_file is not None:
+            steps.append(([*pip, "-r", str(requirements_file)], None))
+    for command in recipe.pre_install:
+        steps.append((["bash", "-c", command], source))
     install = recipe.install.split()
     if install[:3] == ["python", "-m", "pip"]:
         install = [str(env / "bin" / "python"), *install[1:]]
@@ -376,6 +525,42 @@ def environment_steps(row: dict, python: str, env: Path, requirements_file: Path
         steps.append((["mkdir", "-p", str(env / "locale")], None))
         steps.append((["localedef", "-i", language, "-f", charmap, str(env / "locale" / recipe.locale)], None))
     return steps
+
+
+def pip_spec(recipe: Recipe) -> str:
+    """The pip an environment gets first (PIP_FOR_PYTHON, else PIP_DEFAULT)."""
+    return PIP_FOR_PYTHON.get(recipe.python, PIP_DEFAULT)
+
+
+def instance_pins(row: dict) -> tuple[str, ...]:
+    """Exact pip pins for this one instance (its official image's), () when it has none of its own."""
+    official = official_environment(row)
+    return tuple(official["pins"]) if official else ()
+
+
+def failure_line(output: str) -> str:
+    """The line that says why a step failed: pip's last `ERROR:` line, else the last line; ANSI-free."""
+    lines = [line.strip() for line in ANSI_ESCAPE.sub("", output).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR") or "Error" in line.split(":")[0]]
+    return (errors or lines or [""])[-1][:300]
+
+
+def build_log_path(env: Path) -> Path:
+    """Where an environment's build log is kept: beside it, so it survives the failed build's removal."""
+    return Path(env).with_name(Path(env).name + ".build.log")
+
+
+def scm_version(mirror: Path, commit: str) -> str | None:
+    """What setuptools_scm would say in a clone at `commit` (`git describe`: tag.devN+gSHA), for a setup checkout
+    made with `git archive`, which has no .git to ask; None when no tag is reachable (setuptools_scm's own
+    fallback then applies)."""
+    described = subprocess.run(["git", "describe", "--tags", "--long", commit], cwd=mirror, capture_output=True,
+                               text=True)
+    match = re.fullmatch(r"v?(.+)-(\d+)-g([0-9a-f]+)", described.stdout.strip())
+    if described.returncode != 0 or not match:
+        return None
+    tag, distance, sha = match.groups()
+    return tag if distance == "0" else f"{tag.removesuffix('.dev0')}.dev{distance}+g{sha}"
 
 
 def locale_installed(name: str) -> bool:
@@ -407,17 +592,23 @@ def build_environment(
     source.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "archive", commit], cwd=mirror, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
-    with tempfile.TemporaryDirectory(prefix="swelab-reqs-") as tmp:
+    log_path = build_log_path(path)
+    build_env = dict(os.environ)
+    version = scm_version(mirror, commit)
+    if version:
+        build_env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version
+    with tempfile.TemporaryDirectory(prefix="swelab-reqs-") as tmp, open(log_path, "w", encoding="utf-8") as log:
         requirements = None
-        if recipe.requirements:
+        if recipe.requirements and not instance_pins(instance):
             requirements = Path(tmp) / "requirements.txt"
             requirements.write_text(read_requirements(mirror, commit, instance["repo"]))
         for argv, cwd in environment_steps(instance, python, path, requirements, source):
-            result = runner(argv, cwd=cwd, capture_output=True, text=True)
+            result = runner(argv, cwd=cwd, capture_output=True, text=True, env=build_env)
+            log.write(f"$ {' '.join(argv)}  (cwd {cwd or '.'})\n{result.stdout or ''}{result.stderr or ''}"
+                      f"exit {result.returncode}\n\n")
             if result.returncode != 0:
-                tail = (result.stderr or result.stdout or "").strip().splitlines()[-1:] or [""]
-                raise RecipeError(
-                    f"{instance['instance_id']}: environment step failed: {' '.join(argv)}: {tail[0][:300]}"
-                )
+                why = failure_line((result.stdout or "") + "\n" + (result.stderr or ""))
+                raise RecipeError(f"{instance['instance_id']}: environment step failed: {' '.join(argv[-3:])}: "
+                                  f"{why} (log: {log_path})")
     if (path / "locale").is_dir():
         (path / "swelab-env.json").write_text(json.dumps({"LOCPATH": str(path / "locale")}))

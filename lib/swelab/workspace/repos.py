@@ -15,7 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from swelab import minibench
-from swelab.workspace.environments import Environment, build_environment, environment_identity
+from swelab.workspace.environments import (
+    Environment,
+    build_environment,
+    environment_identity,
+    environment_key,
+)
 from swelab.workspace.errors import WorkspaceError
 from swelab.workspace.git import git
 
@@ -87,9 +92,14 @@ class Workspace:
             shutil.rmtree(path, ignore_errors=True)
 
     # -- environments -------------------------------------------------------------------------------
+    def environment_key(self, instance: dict) -> str:
+        """The name of the instance's environment folder under envs/ (what a build failure is filed under)."""
+        return environment_key(instance)
+
     def environment(self, instance: dict) -> Environment:
-        """One environment per (repo, version), built the first time it is asked for."""
-        key = f"{instance['repo'].replace('/', '__')}__{instance['version']}"
+        """One environment per environment key (swelab.workspace.environments.environment_key), built the first
+        time it is asked for."""
+        key = self.environment_key(instance)
         path = self.cache_dir / "envs" / key
         with self._lock(f"env:{key}"):
             identity = environment_identity(instance)

@@ -1,18 +1,21 @@
 """Local stand-ins for the network services some repositories' tests call (requests' tests call httpbin).
 
 The official harness runs requests' tests with the internet in reach: they fetch http:// and https://
-httpbin.org and follow a redirect to another host. Here they run inside the evaluation's own network
-namespace, so the eval script starts a stand-in before the tests: the psf `httpbin` app on 127.0.0.1, port 80
-and port 443 (TLS, with a certificate from a CA made for this one evaluation), and a private /etc/hosts (a bind
-mount in the evaluation's own mount namespace) points the hosts the tests use at it. The tests trust that CA
-through a `certifi` module whose where() names it, put on PYTHONPATH after the worktree (so ahead of an
-installed certifi, and the shared environment is not touched): requests takes its CA bundle from certifi when
-it can import it (a dependency since 2.16, optional before), also for a bare Session.send, which ignores
-REQUESTS_CA_BUNDLE. Every other name fails to resolve at once and every other address is a blackhole (see
-NAMESPACE_SETUP), so the tests still reach nothing beyond loopback.
+httpbin.org and follow a redirect to another host. Here they run in the evaluation sandbox (swelab.sandbox.run_eval:
+its own network namespace, loopback only), so the eval script starts a stand-in before the tests: the psf
+`httpbin` app on 127.0.0.1, port 80 and port 443 (TLS, with a certificate from a CA made for this one evaluation),
+and adds the hosts the tests use to the sandbox's private /etc/hosts. The tests trust that CA through a `certifi`
+module whose where() names it, put on PYTHONPATH after the worktree (so ahead of an installed certifi, and the
+shared environment is not touched): requests takes its CA bundle from certifi when it can import it (a dependency
+since 2.16, optional before), also for a bare Session.send, which ignores REQUESTS_CA_BUNDLE. Every other name
+fails to resolve at once and every other address is a blackhole (swelab.sandbox.EVAL_NETNS_SETUP and the private
+resolv.conf), so the tests still reach nothing beyond loopback. The lines refuse to run outside that sandbox:
+they never touch a host's /etc/hosts, and the stand-in dies with the sandbox's pid namespace.
 
-    python -m swelab.workspace.standins httpbin --trust-dir DIR   # serve httpbin on 127.0.0.1:80 and :443
-    python -m swelab.workspace.standins wait --port 80 --port 443 # return once both accept connections
+The sandbox sees this one file (read-only), not the swelab package, so it runs as a script:
+
+    python standins.py httpbin --trust-dir DIR    # serve httpbin on 127.0.0.1:80 and :443
+    python standins.py wait --port 80 --port 443  # return once both accept connections
 """
 
 from __future__ import annotations
@@ -35,15 +38,9 @@ HTTP_PORT = 80
 HTTPS_PORT = 443
 KNOWN = ("httpbin",)
 
-# Run first in the evaluation's own namespaces. lo is up and also carries the default route, so a connection
-# to any outside address is dropped there and hangs until its timeout, as an unanswered address on the
-# internet does (requests' connect-timeout tests use 10.255.255.1), instead of failing at once with "network
-# unreachable"; a private resolv.conf names 127.0.0.1, where nothing answers, so names not stood in fail fast.
-NAMESPACE_SETUP = (
-    "ip link set lo up 2>/dev/null && ip route add default dev lo 2>/dev/null; "
-    'swelab_resolv=$(mktemp) && echo "nameserver 127.0.0.1" > "$swelab_resolv" '
-    '&& mount --bind "$swelab_resolv" /etc/resolv.conf 2>/dev/null; '
-)
+# The first line of the evaluation sandbox's private /etc/hosts (swelab.sandbox.HOSTS_SANDBOX_LINE, repeated
+# here so this file needs nothing else when the sandbox runs it): the stand-in lines check it before writing.
+SANDBOX_HOSTS_LINE = "# swelab-sandbox: this evaluation's private hosts file"
 
 
 def service_lines(services: tuple[str, ...], python: str | None = None) -> list[str]:
@@ -54,15 +51,23 @@ def service_lines(services: tuple[str, ...], python: str | None = None) -> list[
     if not services:
         return []
     py = shlex.quote(python or sys.executable)
+    script = shlex.quote(str(Path(__file__).resolve()))
     hosts = " ".join(HTTPBIN_HOSTS)
     return [
-        # A private /etc/hosts: only possible in the evaluation's own mount namespace, never the host's.
-        'swelab_hosts=$(mktemp) && { cat /etc/hosts; echo "127.0.0.1 ' + hosts + '"; } > "$swelab_hosts"'
-        ' && mount --bind "$swelab_hosts" /etc/hosts',
+        # Only in the evaluation sandbox, whose /etc/hosts is a private copy: never a host's.
+        f'head -n 1 /etc/hosts | grep -qxF {shlex.quote(SANDBOX_HOSTS_LINE)} '
+        '|| { echo "swelab: the httpbin stand-in runs only inside the evaluation sandbox" >&2; exit 1; }',
+        f'echo "127.0.0.1 {hosts}" >> /etc/hosts',
         "swelab_trust=$(mktemp -d)",
-        f'{py} -m swelab.workspace.standins httpbin --trust-dir "$swelab_trust" > /dev/null 2>&1 &',
-        f"{py} -m swelab.workspace.standins wait --port {HTTP_PORT} --port {HTTPS_PORT}",
+        f'{py} {script} httpbin --trust-dir "$swelab_trust" > /dev/null 2>&1 &',
+        f"{py} {script} wait --port {HTTP_PORT} --port {HTTPS_PORT}",
         'export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$swelab_trust"',  # last: the worktree still comes first
+        # Old requests (before 2.4's certifi fallback) never import certifi: certs.where() is the bundled
+        # cacert.pem, and a session with trust_env reads REQUESTS_CA_BUNDLE instead. Only there, so newer
+        # versions' tests of that variable see the environment the official image gives them.
+        # ("certifi" alone would match the docstring's "certificate")
+        'if [ -f requests/certs.py ] && ! grep -qE "(import|from) certifi" requests/certs.py; then '
+        'export REQUESTS_CA_BUNDLE="$swelab_trust/certifi/cacert.pem"; fi',
     ]
 
 
@@ -157,7 +162,7 @@ def wait_for(port: int, timeout_s: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m swelab.workspace.standins", description=__doc__)
+    parser = argparse.ArgumentParser(prog="standins.py", description=__doc__)
     parser.add_argument("command", choices=("httpbin", "wait"))
     parser.add_argument("--port", type=int, action="append", help="wait: a port to wait for (repeatable)")
     parser.add_argument("--http-port", type=int, default=HTTP_PORT)

@@ -32,9 +32,13 @@ class AttemptOutcome:
     tool_calls: int = 0
     n_calls: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
+    probe_files: list[str] | None = None  # kind probe: the files the model named from the issue text alone
 
 
 class Agent(Protocol):
+    """`run` returns the outcome of every ending, built by `exceptions.outcome_for` (its loop raises an
+    `exceptions.AgentExit` to stop); whatever escapes it is mapped by the runner with the same function."""
+
     mode: str
 
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome: ...

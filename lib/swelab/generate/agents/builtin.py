@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from swelab.generate.agents.base import AttemptContext, AttemptOutcome
+from swelab.generate.agents.exceptions import Progress, Submitted, outcome_for
 
 
 class GoldAgent:
@@ -11,7 +12,7 @@ class GoldAgent:
     mode = "builtin"
 
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
-        return AttemptOutcome(status="ok", model_patch=instance["patch"])
+        return outcome_for(Submitted(), Progress(model_patch=instance["patch"]))
 
 
 class EmptyAgent:
@@ -20,4 +21,4 @@ class EmptyAgent:
     mode = "builtin"
 
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
-        return AttemptOutcome(status="ok", model_patch="")
+        return outcome_for(Submitted(), Progress(model_patch=""))

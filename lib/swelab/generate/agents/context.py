@@ -13,6 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from swelab.diffs import changed_files
+
 WINDOW_LINES = 40
 MAX_FILE_BYTES = 400_000  # generated or vendored blobs past this are not source worth reading
 CHARS_PER_TOKEN = 4  # the usual estimate for code with BPE tokenizers; the budget is approximate
@@ -169,8 +171,6 @@ def build_context(
     if mode not in ("bm25", "oracle"):
         raise ValueError(f"context mode {mode!r}: expected 'bm25' or 'oracle'")
     if mode == "oracle":
-        from swelab.diffs import changed_files
-
         if not gold_patch:
             raise ValueError("context 'oracle' needs the instance's gold patch")
         files = [f for f in changed_files(gold_patch) if (root / f).is_file()]

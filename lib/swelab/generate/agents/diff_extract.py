@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swelab.diffs import UnsafePatchError, check_patch_safe
+from swelab.workspace.patches import check_apply
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
@@ -186,8 +187,6 @@ def _hunks_and_files(diff: str) -> tuple[int, int]:
 
 def dry_run(worktree: Path, patch: str) -> tuple[bool, str, str | None]:
     """Would the official harness apply this? It tries git apply, then patch --fuzz=5; so do we."""
-    from swelab.workspace.patches import check_apply
-
     ok, message = check_apply(worktree, patch)
     if ok:
         return True, message, "git apply"

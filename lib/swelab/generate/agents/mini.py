@@ -9,6 +9,10 @@ Prompts and observation templates come from the installed package's SWE-bench co
 (`swebench.yaml` with tool calling, `swebench_backticks.yaml` for models without it), with /testbed
 replaced by the worktree path. The model patch is the agent's submission (mini-swe-agent's own rule)
 when it is a valid patch, else the worktree diff; the task's test files are left out either way.
+
+Endings: mini's own exit statuses (Submitted, LimitsExceeded, TimeExceeded, RepeatedFormatError) become
+our `exceptions` endings with mini's word as the exit reason; a failed model call raises our ending from
+`ChatClientModel.query` through mini's loop. `exceptions.outcome_for` decides the status.
 """
 
 from __future__ import annotations
@@ -23,15 +27,23 @@ import unidiff
 import yaml
 
 from swelab.generate.agents.base import AttemptContext, AttemptOutcome
-from swelab.generate.agents.shell import (
-    DEFAULT_MAX_OUTPUT_BYTES,
-    SandboxedAgent,
-    one_line,
-    option,
-    prepare_environment,
-    usage_from_totals,
+from swelab.generate.agents.exceptions import (
+    AgentBug,
+    AgentExit,
+    AttemptTimeout,
+    Finished,
+    LimitsExceeded,
+    Malformed,
+    Progress,
+    Submitted,
+    judge_patch,
+    outcome_for,
+    provider_exit,
 )
+from swelab.generate.agents.shell import SandboxedAgent, prepare_environment, record_end
 from swelab.generate.agents.tools import SUBMIT_SENTINEL, extract_patch, paths_of_test_patch, validate_patch
+from swelab.generate.providers import ProviderError, open_program
+from swelab.generate.providers.errors import one_line
 from swelab.io import append_jsonl, write_json
 from swelab.sandbox import run_sandboxed
 
@@ -88,6 +100,7 @@ class ChatClientModel:
         self.format_error_template = model_config.get("format_error_template", "{{ error }}")
         self.action_regex = model_config.get("action_regex", r"```mswea_bash_command\s*\n(.*?)\n```")
         self.config = SimpleNamespace(tool_calling=tool_calling)
+        self.replies = 0  # model calls answered so far
 
     def query(self, messages: list[dict], **kwargs: Any) -> dict:
         from minisweagent.exceptions import FormatError
@@ -95,8 +108,17 @@ class ChatClientModel:
         from minisweagent.models.utils.actions_toolcall import BASH_TOOL, parse_toolcall_actions
 
         prepared = [{k: v for k, v in message.items() if k != "extra"} for message in messages]
-        result = self.client.complete(prepared, tools=[BASH_TOOL] if self.tool_calling else None,
-                                      deadline=self.deadline)
+        try:
+            result = self.client.complete(prepared, tools=[BASH_TOOL] if self.tool_calling else None,
+                                          deadline=self.deadline)
+        except ProviderError as exc:  # our ending, raised through mini's loop (not one of its flow exceptions)
+            if exc.kind == "context_length" and self.replies > 0:
+                # The window is spent, like the step limit: the work so far is the answer (as in shell mode).
+                raise LimitsExceeded(one_line(f"context window exhausted after {self.replies} steps: "
+                                              f"{exc.message}"), kind=exc.kind, exit_reason="context_length"
+                                     ) from exc
+            raise provider_exit(exc, self.deadline) from exc
+        self.replies += 1
         message: dict[str, Any] = {"role": "assistant", "content": result.message.get("content")}
         if result.message.get("tool_calls"):
             message["tool_calls"] = result.message["tool_calls"]
@@ -250,26 +272,41 @@ def _submission_patch(submission: str, exclude: set[str]) -> str:
     return "".join(kept)
 
 
+def mini_ending(exit_status: str) -> AgentExit:
+    """mini-swe-agent's exit status as our ending; its word stays the exit reason."""
+    if exit_status == "Submitted":
+        return Submitted(exit_reason=exit_status)
+    if exit_status == "LimitsExceeded":
+        return LimitsExceeded(exit_reason=exit_status)
+    if exit_status == "TimeExceeded":
+        return AttemptTimeout("attempt deadline reached", exit_reason=exit_status)
+    if exit_status == "RepeatedFormatError":
+        return Malformed("repeated format errors (no usable action)", exit_reason=exit_status)
+    return Finished(exit_reason=exit_status or None)  # another way mini stops by itself: its work is the answer
+
+
 class MiniSweAgent(SandboxedAgent):
     mode = "mini-swe-agent"
 
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
-        if missing := self.sandbox_missing():
-            return missing
+        try:
+            self.require_sandbox()
+            return self._attempt(instance, ctx)
+        except Exception as end:  # noqa: BLE001 - an ending before mini's loop (no sandbox, no package, no worktree)
+            return outcome_for(end)
+
+    def _attempt(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
         _import_minisweagent()
         from minisweagent.exceptions import FormatError  # noqa: F401 - fail early if the API moved
 
-        from swelab.generate.providers import ProviderError, open_program
-
         cell_dir = Path(ctx.cell_dir)
-        tool_calling = bool(option(self.model, "tool_calling", True))
+        tool_calling = self.model.options.tool_calling
         command_timeout = float(getattr(ctx.params, "command_timeout_s", 25.0) or 25.0)
-        max_output = int(option(self.model, "max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES))
+        max_output = self.model.options.max_output_bytes
         exclude = paths_of_test_patch(instance.get("test_patch"))
-        status, error, error_kind, exit_info = "ok", None, None, {}
-        usage: dict = {}
-        n_calls = steps = tool_calls = 0
-        patch = ""
+        progress = Progress()
+        end: BaseException = AgentBug("mini-swe-agent returned without an ending")  # replaced below
+        submission = ""
         with ctx.workspace.worktree(instance) as worktree:
             worktree = Path(worktree)
             env_vars, ro_paths, note = prepare_environment(instance, ctx, self.model)
@@ -278,7 +315,7 @@ class MiniSweAgent(SandboxedAgent):
                                              env=env_vars, ro_paths=ro_paths)
             agent = None
             try:
-                config = load_mini_config(tool_calling, option(self.model, "mini_config", None), worktree)
+                config = load_mini_config(tool_calling, self.model.options.mini_config, worktree)
                 with open_program(self.model, cell_dir, instance["instance_id"], ctx.attempt) as client:
                     model = ChatClientModel(client, deadline=ctx.deadline, tool_calling=tool_calling,
                                             model_config=config["model"])
@@ -288,43 +325,22 @@ class MiniSweAgent(SandboxedAgent):
                     agent = _make_agent_class()(
                         model, environment, deadline=ctx.deadline, trajectory=cell_dir / "trajectory.jsonl",
                         step_limit=int(getattr(self.model, "max_steps", 30) or 30),
-                        cost_limit=float(option(self.model, "cost_limit", 0.0)), **agent_config)
+                        cost_limit=float(self.model.options.cost_limit), **agent_config)
                     try:
                         exit_info = agent.run(task=instance.get("problem_statement", "")) or {}
                     finally:
-                        totals = client.totals() if hasattr(client, "totals") else {}
-                        usage, n_calls = usage_from_totals(totals), int(totals.get("n_calls") or 0)
-            except ProviderError as exc:
-                timed_out = exc.kind == "timeout" and time.monotonic() >= ctx.deadline - 1.0
-                if exc.kind == "context_length" and agent is not None and agent.n_calls > 1:
-                    # The window is spent, like the step limit: the work so far is the answer (as in shell mode).
-                    status, error_kind = "ok", exc.kind
-                    error = one_line(f"context window exhausted after {agent.n_calls - 1} steps: {exc.message}")
-                else:
-                    status = "timeout" if timed_out else "provider_error"
-                    error, error_kind = str(exc), None if timed_out else exc.kind
-            except Exception as exc:  # noqa: BLE001 - one attempt's crash is a cell's error
-                status, error = "error", one_line(f"{type(exc).__name__}: {exc}")
-            exit_status = exit_info.get("exit_status", "")
-            if status == "ok":
-                if exit_status == "TimeExceeded":
-                    status, error = "timeout", "attempt deadline reached"
-                elif exit_status == "RepeatedFormatError":
-                    status, error = "malformed", "repeated format errors (no usable action)"
+                        progress.count_calls(client)
+                submission = exit_info.get("submission", "")
+                end = mini_ending(exit_info.get("exit_status", ""))
+            except Exception as exc:  # noqa: BLE001 - our endings raised through mini's loop, or a crash
+                end = exc
             if agent is not None:
-                steps = agent.n_calls
+                progress.steps = agent.n_calls
                 write_json(cell_dir / "mini_trajectory.json", agent.serialize())
-            tool_calls = len(environment.records)
-            patch, invalid = self._patch(worktree, instance, exit_info.get("submission", ""), exclude)
-            if invalid and status == "ok":
-                status, error = "malformed", invalid
-        append_jsonl(cell_dir / "trajectory.jsonl", {
-            "event": "end", "exit_reason": exit_status or status, "status": status, "error": error,
-            "steps": steps, "tool_calls": tool_calls, "patch_bytes": len(patch),
-            "notes": [note] if note else [], "time": time.time(),
-        })
-        return AttemptOutcome(status=status, model_patch=patch, error=error, error_kind=error_kind,
-                              steps=steps, tool_calls=tool_calls, n_calls=n_calls, usage=usage)
+            progress.tool_calls = len(environment.records)
+            progress.model_patch, invalid = self._patch(worktree, instance, submission, exclude)
+        return record_end(cell_dir / "trajectory.jsonl", judge_patch(end, invalid), progress,
+                          [note] if note else [])
 
     @staticmethod
     def _patch(worktree: Path, instance: dict, submission: str, exclude: set[str]) -> tuple[str, str | None]:

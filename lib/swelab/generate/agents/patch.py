@@ -7,14 +7,14 @@ Optional repair rounds (options.repair_rounds) feed the apply error back to the 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from swelab.generate.agents.base import AttemptContext, AttemptOutcome
 from swelab.generate.agents.context import build_context
 from swelab.generate.agents.diff_extract import prepare_patch
-from swelab.generate.providers import SKIP_KINDS, ProviderError, open_program, redact
+from swelab.generate.agents.exceptions import AgentBug, Malformed, Progress, Submitted, outcome_for, provider_exit
+from swelab.generate.providers import ProviderError, open_program, redact
 from swelab.io import append_jsonl
 
 SYSTEM_PROMPT = (
@@ -60,35 +60,29 @@ def build_messages(issue: str, code: str) -> list[dict]:
     ]
 
 
-def _usage(totals: dict) -> dict:
-    return {k: totals.get(k) for k in ("prompt_tokens", "completion_tokens", "cached_tokens",
-                                       "reasoning_tokens", "cost_usd")}
-
-
 class PatchAgent:
     mode = "patch"
 
     def __init__(self, model: Any):
         self.model = model
-        options = getattr(model, "options", None) or {}
-        self.repair_rounds = int(options.get("repair_rounds", 0))
+        self.repair_rounds = model.options.repair_rounds
         # a prompt over the model's window is retried with half the code context, this many times
-        self.shrink_retries = int(options.get("context_shrink_retries", 2))
+        self.shrink_retries = model.options.context_shrink_retries
 
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
-        totals: dict = {}
-        steps = 0
+        """`_attempt` always ends by raising (Submitted, Malformed, a provider ending); the status is
+        outcome_for's."""
+        progress = Progress()
         try:
             with ctx.workspace.worktree(instance) as worktree:
                 with open_program(self.model, ctx.cell_dir, instance["instance_id"], ctx.attempt) as client:
                     try:
-                        return self._attempt(instance, ctx, worktree, client)
+                        self._attempt(instance, ctx, worktree, client, progress)
                     finally:
-                        totals = client.totals()
-                        steps = int(totals.get("n_calls") or 0)
-        except ProviderError as exc:
-            return AttemptOutcome(self._status(exc, ctx), "", error=exc.message, error_kind=exc.kind,
-                                  steps=steps, **self._counts(totals))
+                        progress.count_calls(client)
+        except Exception as end:  # noqa: BLE001 - every ending, a crash included, becomes this cell's outcome
+            return outcome_for(end, progress)
+        return outcome_for(AgentBug("the patch loop returned without an ending"), progress)  # a guard: it raises
 
     def _prompt(self, instance: dict, worktree: Path, budget: int, trajectory: Path) -> list[dict]:
         code = build_context(
@@ -103,7 +97,8 @@ class PatchAgent:
                                   "context_tokens": code.tokens, "context_budget_tokens": budget})
         return messages
 
-    def _attempt(self, instance: dict, ctx: AttemptContext, worktree: Path, client: Any) -> AttemptOutcome:
+    def _attempt(self, instance: dict, ctx: AttemptContext, worktree: Path, client: Any,
+                 progress: Progress) -> NoReturn:
         trajectory = Path(ctx.cell_dir) / "trajectory.jsonl"
         budget = int(getattr(self.model, "context_budget_tokens", 6000) or 6000)
         messages = self._prompt(instance, worktree, budget, trajectory)
@@ -114,12 +109,14 @@ class PatchAgent:
                 result = client.complete(messages, deadline=ctx.deadline)
             except ProviderError as exc:
                 if exc.kind != "context_length" or rounds > 0 or shrinks >= self.shrink_retries:
-                    raise
+                    progress.steps = int(client.totals().get("n_calls") or 0)  # every call, the failed ones too
+                    raise provider_exit(exc, ctx.deadline) from exc
                 shrinks += 1
                 budget //= 2
                 messages = self._prompt(instance, worktree, budget, trajectory)
                 continue
             rounds += 1
+            progress.steps = rounds
             reply = result.message.get("content") or ""
             extracted = prepare_patch(reply, worktree)
             # a reply echoing a secret (a misbehaving gateway) must not carry it into a file
@@ -129,23 +126,12 @@ class PatchAgent:
                                       "patch_ok": extracted.ok, "reason": extracted.reason,
                                       "apply_method": extracted.method})
             if extracted.ok:
-                return AttemptOutcome("ok", extracted.patch, steps=rounds, **self._counts(client.totals()))
+                progress.model_patch = extracted.patch
+                raise Submitted()
             if rounds > self.repair_rounds:
                 reason = extracted.reason or "unusable reply"
                 if result.finish_reason == "length":
                     reason += " (the reply was cut at max_output)"
-                return AttemptOutcome("malformed", "", error=reason, steps=rounds, **self._counts(client.totals()))
+                raise Malformed(reason)
             messages = [*messages, {"role": "assistant", "content": reply},
                         {"role": "user", "content": REPAIR_TEMPLATE.format(reason=extracted.reason)}]
-
-    @staticmethod
-    def _counts(totals: dict) -> dict:
-        return {"n_calls": int(totals.get("n_calls") or 0), "usage": _usage(totals)}
-
-    @staticmethod
-    def _status(exc: ProviderError, ctx: AttemptContext) -> str:
-        if exc.kind in SKIP_KINDS:
-            return "skipped"  # the model cannot be used now: recorded with its reason, the run goes on
-        if exc.kind == "timeout" and time.monotonic() >= ctx.deadline - 1.0:
-            return "timeout"
-        return "provider_error"

@@ -17,6 +17,9 @@ trajectory.jsonl rows (one JSON object a line; mini-swe-agent mode writes the sa
   "duration_s", "error", "timed_out", "submitted"}]}
 - {"event": "end", "exit_reason" ("submitted" | "max_steps" | "stopped" | "context_length" | "timeout" |
   "malformed" | "provider_error" | "error"), "status", "error", "steps", "tool_calls", "patch_bytes", "notes", "time"}
+
+The loop ends by raising an `exceptions.AgentExit` (a normal finish included); `run` takes the diff, and
+`exceptions.outcome_for` turns the ending into the status.
 """
 
 from __future__ import annotations
@@ -26,9 +29,23 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from swelab.generate.agents.base import AttemptContext, AttemptOutcome
+from swelab.generate.agents.exceptions import (
+    AgentBug,
+    AgentExit,
+    AttemptTimeout,
+    LimitsExceeded,
+    Malformed,
+    Progress,
+    SandboxMissing,
+    Submitted,
+    as_exit,
+    judge_patch,
+    outcome_for,
+    provider_exit,
+)
 from swelab.generate.agents.tools import (
     DEFAULT_TOOLS,
     SUBMIT_SENTINEL,
@@ -39,13 +56,13 @@ from swelab.generate.agents.tools import (
     validate_patch,
     which_python,
 )
+from swelab.generate.providers import ProviderError, open_program
+from swelab.generate.providers.errors import one_line
 from swelab.io import append_jsonl
 from swelab.sandbox import SandboxUnavailable, require_bwrap
 
-DEFAULT_MAX_OUTPUT_BYTES = 10000
 MAX_NO_ACTION_TURNS = 3  # consecutive turns without a usable action before the loop gives up
 _BASH_BLOCK = re.compile(r"```(?:bash|sh|shell|mswea_bash_command)[ \t]*\n(.*?)```", re.DOTALL)
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd")
 
 TOOL_SYSTEM_PROMPT = """\
 You are a careful software engineer. You fix an issue in the Python repository checked out in the \
@@ -102,20 +119,7 @@ class LoopState:
     tool_calls: int = 0
     no_action_turns: int = 0
     text_mode: bool = False
-    exit_reason: str | None = None
-    error: str | None = None
-    error_kind: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def option(model: Any, name: str, default: Any) -> Any:
-    options = getattr(model, "options", None) or {}
-    return options.get(name, default)
 
 
 def parse_bash_blocks(content: str | None) -> list[str]:
@@ -132,7 +136,7 @@ def prepare_environment(instance: dict, ctx: AttemptContext, model: Any) -> tupl
     """Sandbox env and read-only paths for the instance's Python environment, when the workspace has one.
 
     Returns (env, ro_paths, note); on failure the system Python is used and the note says why."""
-    if not option(model, "use_environment", True) or ctx.workspace is None:
+    if not model.options.use_environment or ctx.workspace is None:
         return {}, [], None
     getter = getattr(ctx.workspace, "environment", None)
     if getter is None:
@@ -148,16 +152,22 @@ def prepare_environment(instance: dict, ctx: AttemptContext, model: Any) -> tupl
     return env, readable() if readable else [Path(environment.path)], None
 
 
-def usage_from_totals(totals: dict | None) -> dict:
-    totals = totals or {}
-    return {key: totals.get(key) for key in USAGE_KEYS}
-
-
 def final_patch(worktree: Path, instance: dict) -> tuple[str, str | None]:
     """(model patch, reason it is invalid or None)."""
     exclude = paths_of_test_patch(instance.get("test_patch"))
     patch = extract_patch(worktree, instance["base_commit"], exclude)
     return patch, validate_patch(worktree, instance["base_commit"], patch)
+
+
+def record_end(trajectory: Path, end: BaseException, progress: Progress, notes: list[str]) -> AttemptOutcome:
+    """The attempt's outcome for its ending, with the trajectory's `end` row (exit reason and status)."""
+    outcome = outcome_for(end, progress)
+    append_jsonl(trajectory, {
+        "event": "end", "exit_reason": as_exit(end).exit_reason, "status": outcome.status, "error": outcome.error,
+        "steps": outcome.steps, "tool_calls": outcome.tool_calls, "patch_bytes": len(outcome.model_patch),
+        "notes": notes, "time": time.time(),
+    })
+    return outcome
 
 
 class SandboxedAgent:
@@ -168,12 +178,11 @@ class SandboxedAgent:
     def __init__(self, model: Any):
         self.model = model
 
-    def sandbox_missing(self) -> AttemptOutcome | None:
+    def require_sandbox(self) -> None:
         try:
             require_bwrap()
         except SandboxUnavailable as exc:
-            return AttemptOutcome(status="error", error=f"{self.mode} mode needs a sandbox: {exc}")
-        return None
+            raise SandboxMissing(f"{self.mode} mode needs a sandbox: {exc}") from exc
 
 
 class ShellAgent(SandboxedAgent):
@@ -181,69 +190,44 @@ class ShellAgent(SandboxedAgent):
 
     # -- entry point ----------------------------------------------------------------------------------
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
-        if missing := self.sandbox_missing():
-            return missing
-        from swelab.generate.providers import ProviderError, open_program
+        try:
+            self.require_sandbox()
+            return self._attempt(instance, ctx)
+        except Exception as end:  # noqa: BLE001 - an ending before the loop (no sandbox, no worktree)
+            return outcome_for(end)
 
+    def _attempt(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
         cell_dir = Path(ctx.cell_dir)
-        state = LoopState(text_mode=not bool(option(self.model, "tool_calling", True)))
-        usage: dict = {}
-        n_calls = 0
-        patch = ""
-        invalid: str | None = None
+        state = LoopState(text_mode=not self.model.options.tool_calling)
+        progress = Progress()
+        end: BaseException = AgentBug("the shell loop returned without an ending")  # a guard: _loop raises
         with ctx.workspace.worktree(instance) as worktree:
             try:
                 with open_program(self.model, cell_dir, instance["instance_id"], ctx.attempt) as client:
                     try:
                         self._loop(instance, ctx, client, Path(worktree), state)
                     finally:
-                        totals = client.totals() if hasattr(client, "totals") else {}
-                        usage = usage_from_totals(totals)
-                        n_calls = int(totals.get("n_calls") or state.steps)
-            except ProviderError as exc:  # e.g. an endpoint that cannot be resolved when the program opens
-                state.exit_reason, state.error, state.error_kind = "provider_error", str(exc), exc.kind
-            except Exception as exc:  # noqa: BLE001 - one attempt's crash is a cell's error, not the run's
-                state.exit_reason = "error"
-                state.error = one_line(f"{type(exc).__name__}: {exc}")
+                        progress.count_calls(client)
+            except Exception as exc:  # noqa: BLE001 - every ending: a finish, a provider failure, a crash
+                end = exc
+            progress.steps, progress.tool_calls = state.steps, state.tool_calls
+            progress.n_calls = progress.n_calls or state.steps
             try:
-                patch, invalid = final_patch(Path(worktree), instance)
+                progress.model_patch, invalid = final_patch(Path(worktree), instance)
             except Exception as exc:  # noqa: BLE001
                 invalid = one_line(f"could not take the diff: {type(exc).__name__}: {exc}")
-        status = self._status(state, invalid)
-        error = invalid if (invalid and status == "malformed" and not state.error) else state.error
-        append_jsonl(cell_dir / "trajectory.jsonl", {
-            "event": "end", "exit_reason": state.exit_reason, "status": status, "error": error,
-            "steps": state.steps, "tool_calls": state.tool_calls, "patch_bytes": len(patch),
-            "notes": state.notes, "time": time.time(),
-        })
-        return AttemptOutcome(status=status, model_patch=patch, error=error, error_kind=state.error_kind,
-                              steps=state.steps, tool_calls=state.tool_calls, n_calls=n_calls, usage=usage)
-
-    @staticmethod
-    def _status(state: LoopState, invalid: str | None) -> str:
-        reason = state.exit_reason
-        if reason == "timeout":
-            return "timeout"
-        if reason == "provider_error":
-            return "provider_error"
-        if reason == "error":
-            return "error"
-        if invalid or reason == "malformed":
-            return "malformed"
-        return "ok"
+        return record_end(cell_dir / "trajectory.jsonl", judge_patch(end, invalid), progress, state.notes)
 
     # -- the loop -------------------------------------------------------------------------------------
-    def _loop(self, instance: dict, ctx: AttemptContext, client: Any, worktree: Path, state: LoopState) -> None:
-        from swelab.generate.providers import ProviderError
-
+    def _loop(self, instance: dict, ctx: AttemptContext, client: Any, worktree: Path, state: LoopState) -> NoReturn:
         params = ctx.params
         command_timeout = float(getattr(params, "command_timeout_s", 25.0) or 25.0)
-        max_output = int(option(self.model, "max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES))
+        max_output = self.model.options.max_output_bytes
         max_steps = int(getattr(self.model, "max_steps", 30) or 30)
         env, ro_paths, note = prepare_environment(instance, ctx, self.model)
         if note:
             state.notes.append(note)
-        tools = option(self.model, "tools", None) or DEFAULT_TOOLS
+        tools = self.model.options.tools or DEFAULT_TOOLS
         belt = Toolbelt(
             worktree, base_commit=instance["base_commit"],
             exclude_from_patch=paths_of_test_patch(instance.get("test_patch")),
@@ -264,27 +248,21 @@ class ShellAgent(SandboxedAgent):
                                   "messages": messages, "tools": list(tools), "time": time.time()})
         while True:
             if time.monotonic() >= ctx.deadline:
-                state.exit_reason = "timeout"
-                state.error = "attempt deadline reached"
-                return
+                raise AttemptTimeout("attempt deadline reached")
             if state.steps >= max_steps:
-                state.exit_reason = "max_steps"
                 state.notes.append(f"step limit ({max_steps}) reached without submit")
-                return
+                raise LimitsExceeded(exit_reason="max_steps")
             try:
                 result = client.complete(messages, tools=None if state.text_mode else belt.schemas(),
                                          deadline=ctx.deadline)
             except ProviderError as exc:
-                if exc.kind == "timeout" and time.monotonic() >= ctx.deadline - 1.0:
-                    state.exit_reason, state.error = "timeout", "attempt deadline reached during a model call"
-                elif exc.kind == "context_length" and state.steps > 0:
+                if exc.kind == "context_length" and state.steps > 0:
                     # The conversation outgrew the model's window: the agent's budget is spent, like
                     # max_steps (mini-swe-agent ends the same way); the work so far is the answer.
-                    state.exit_reason, state.error_kind = "context_length", exc.kind
-                    state.error = one_line(f"context window exhausted after {state.steps} steps: {exc.message}")
-                else:
-                    state.exit_reason, state.error, state.error_kind = "provider_error", str(exc), exc.kind
-                return
+                    raise LimitsExceeded(one_line(f"context window exhausted after {state.steps} steps: "
+                                                  f"{exc.message}"), kind=exc.kind, exit_reason="context_length"
+                                         ) from exc
+                raise provider_exit(exc, ctx.deadline) from exc
             state.steps += 1
             message = _clean_message(result.message)
             messages.append(message)
@@ -294,14 +272,14 @@ class ShellAgent(SandboxedAgent):
                 "finish_reason": result.finish_reason, "usage": result.usage, "actions": [],
                 "time": time.time(),
             }
-            done = self._act(message, belt, ctx, messages, state, row)
-            append_jsonl(trajectory, row)
-            if done:
-                return
+            end = self._act(message, belt, ctx, messages, state, row)
+            append_jsonl(trajectory, row)  # the step's row first, then the ending
+            if end is not None:
+                raise end
 
     def _act(self, message: dict, belt: Toolbelt, ctx: AttemptContext, messages: list[dict],
-             state: LoopState, row: dict) -> bool:
-        """Carry out the model's turn; True when the loop should end."""
+             state: LoopState, row: dict) -> AgentExit | None:
+        """Carry out the model's turn; the ending when the loop should end, else None."""
         calls = message.get("tool_calls") or []
         if calls and not state.text_mode:
             state.no_action_turns = 0
@@ -312,7 +290,7 @@ class ShellAgent(SandboxedAgent):
                 state.tool_calls += 1
                 messages.append({"role": "tool", "tool_call_id": call.get("id"), "content": result.output})
                 row["actions"].append(_action_row(name, arguments, result, call.get("id")))
-            return self._submitted(belt, state)
+            return self._submitted(belt)
         if calls:  # text mode: unanswered tool calls would make the next request invalid
             messages[-1] = {k: v for k, v in messages[-1].items() if k != "tool_calls"}
         blocks = parse_bash_blocks(message.get("content"))
@@ -328,25 +306,21 @@ class ShellAgent(SandboxedAgent):
             shown = render_observation(result)
             messages.append({"role": "user", "content": shown})
             row["actions"].append(_action_row("bash", {"command": blocks[0]}, result, None, shown))
-            return self._submitted(belt, state)
+            return self._submitted(belt)
         state.no_action_turns += 1
         reminder = FORMAT_REMINDER_TEXT.format(n=len(blocks)) if state.text_mode else FORMAT_REMINDER_TOOLS
         row["note"] = f"no usable action ({len(blocks)} bash blocks, no tool call)"
         if state.no_action_turns >= MAX_NO_ACTION_TURNS:
             # A model that stops acting after working is done; one that never acted is malformed.
-            state.exit_reason = "stopped" if state.tool_calls else "malformed"
-            if not state.tool_calls:
-                state.error = f"no usable action in {MAX_NO_ACTION_TURNS} consecutive turns"
-            return True
+            if state.tool_calls:
+                return LimitsExceeded(exit_reason="stopped")
+            return Malformed(f"no usable action in {MAX_NO_ACTION_TURNS} consecutive turns")
         messages.append({"role": "user", "content": reminder})
-        return False
-
+        return None
 
     @staticmethod
-    def _submitted(belt: Toolbelt, state: LoopState) -> bool:
-        if belt.submitted:
-            state.exit_reason = "submitted"
-        return belt.submitted
+    def _submitted(belt: Toolbelt) -> AgentExit | None:
+        return Submitted() if belt.submitted else None
 
 
 def _clean_message(message: dict) -> dict:

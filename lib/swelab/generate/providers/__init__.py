@@ -2,7 +2,7 @@
 
 from swelab.generate.providers.client import ChatClient, ChatResult, parse_usage
 from swelab.generate.providers.errors import ERROR_KINDS, RETRYABLE_KINDS, SKIP_KINDS, ProviderError, redact
-from swelab.generate.providers.profiles import PROFILES, Profile, register_local_url, resolve_endpoint
+from swelab.generate.providers.profiles import PROFILES, Profile, resolve_endpoint
 from swelab.generate.providers.program import open_program, program_id_for, release_program
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "parse_usage",
     "program_id_for",
     "redact",
-    "register_local_url",
     "release_program",
     "resolve_endpoint",
 ]

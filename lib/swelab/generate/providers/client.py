@@ -1,6 +1,11 @@
 """One chat client for every provider: the `openai` package with its own retries turned off, our
 retry loop (exponential backoff + jitter, Retry-After honoured, never past the attempt's deadline),
-normalized errors, and one calls.jsonl line per call."""
+normalized errors, and one calls.jsonl line per call.
+
+Every HTTP request (retries included) is charged to the run's request budget first (swelab.generate.budgets):
+a provider whose day is spent gets no request, and the call fails as `budget_exhausted`. Every call's tokens
+come from the provider, else the model's tokenizer, else an approximation (swelab.generate.tokens), and its
+calls.jsonl line says which (`token_source`)."""
 
 from __future__ import annotations
 
@@ -13,29 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swelab.generate import budgets, tokens
 from swelab.generate.providers.errors import Failure, ProviderError, classify, one_line, redact
 from swelab.generate.providers.profiles import Endpoint, read_api_key
 from swelab.io import append_jsonl
+from swelab.rundir import USAGE_FIELDS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_RETRIES = 4
-DEFAULT_BACKOFF_BASE_S = 1.0
-DEFAULT_BACKOFF_CAP_S = 30.0
-DEFAULT_REQUEST_TIMEOUT_S = 120.0
 MIN_REQUEST_TIMEOUT_S = 1.0  # below this a request cannot finish; treat the deadline as reached
 
 _CLIENTS: dict[str, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
-_GATES: dict[tuple[str, int], threading.BoundedSemaphore] = {}
-
-
-def _gate(base_url: str, limit: int) -> threading.BoundedSemaphore:
-    """At most `limit` requests in flight to one endpoint (options.max_concurrency). A server that
-    answers one request at a time (the embedded llama.cpp server) would otherwise keep computing
-    answers for clients that already gave up, and every later attempt would time out behind them."""
-    with _CLIENTS_LOCK:
-        return _GATES.setdefault((base_url, limit), threading.BoundedSemaphore(limit))
 
 
 def shared_openai_client(base_url: str):
@@ -57,9 +51,10 @@ class ChatResult:
     finish_reason: str | None
     usage: dict  # prompt/completion/cached/reasoning tokens and cost_usd; None where unreported
     reasoning: str | None = None  # reasoning_content when the provider returns it (kept out of message)
+    token_source: str | None = None  # provider | tokenizer | approx: where usage's token counts came from
 
 
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd")
+USAGE_KEYS = USAGE_FIELDS  # one tuple for the whole library: swelab.rundir owns it
 
 
 def parse_usage(usage: Any) -> dict:
@@ -94,6 +89,19 @@ def message_to_dict(message: Any) -> tuple[dict, str | None]:
     return out, reasoning if isinstance(reasoning, str) else None
 
 
+class BudgetExhausted(ProviderError):
+    """The provider's daily request budget is spent: the request was never sent. Its kind, `budget_exhausted`,
+    is not a provider failure (nothing failed there); the runner ends the attempt `skipped` for a later rerun."""
+
+    def __init__(self, message: str, retries: int = 0):
+        # ProviderError accepts only the provider kinds of errors.ERROR_KINDS; this one is ours
+        Exception.__init__(self, f"{budgets.BUDGET_EXHAUSTED}: {message}")
+        self.kind = budgets.BUDGET_EXHAUSTED
+        self.message = message
+        self.retries = retries
+        self.status = None
+
+
 class ChatClient:
     """The interface every agent uses. One instance per program (model, instance, attempt)."""
 
@@ -116,14 +124,16 @@ class ChatClient:
         self.instance_id = instance_id
         self.attempt = attempt
         self.program_id = program_id
-        options = getattr(model, "options", None) or {}
-        self.max_retries = int(options.get("max_retries", DEFAULT_MAX_RETRIES))
-        self.backoff_base = float(options.get("backoff_base_s", DEFAULT_BACKOFF_BASE_S))
-        self.backoff_cap = float(options.get("backoff_cap_s", DEFAULT_BACKOFF_CAP_S))
-        self.request_timeout = float(options.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT_S))
-        self.stream = bool(options.get("stream", False))  # streaming gives time to first token
-        limit = options.get("max_concurrency")
-        self._gate = _gate(endpoint.base_url, int(limit)) if limit else None
+        # options.max_concurrency is the runner's gate (taken before the attempt's clock starts), not ours
+        options = model.options
+        self.max_retries = options.max_retries
+        self.backoff_base = float(options.backoff_base_s)
+        self.backoff_cap = float(options.backoff_cap_s)
+        self.request_timeout = float(options.request_timeout_s)
+        self.stream = options.stream  # streaming gives time to first token
+        self.provider = getattr(model, "provider", None)
+        self.budget = budgets.current()  # the run's (set by the runner); None outside a run
+        self.tokenizer = getattr(options, "tokenizer", None) or tokens.default_tokenizer(self.provider)
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._client = openai_client or shared_openai_client(endpoint.base_url)
@@ -186,20 +196,16 @@ class ChatClient:
                 failure = Failure("timeout", "attempt deadline reached before the call could finish", False)
                 break
             timeout = self.request_timeout if remaining is None else min(self.request_timeout, remaining)
-            started_try = time.monotonic()
             try:
                 kwargs = self._request_kwargs(messages, tools, timeout)
             except ProviderError as exc:  # e.g. missing key: not retryable
                 failure = Failure(exc.kind, exc.message, False)
                 break
-            wait = max(0.0, timeout - MIN_REQUEST_TIMEOUT_S)
-            if self._gate is not None and not self._gate.acquire(timeout=wait):
-                failure = Failure("timeout", "no free slot on the endpoint before the deadline", False)
+            if self.budget is not None and not self.budget.charge(self.provider):
+                failure = Failure(budgets.BUDGET_EXHAUSTED, self.budget.why(self.provider), False)
                 break
             t0 = time.monotonic()
             try:
-                # what is left after waiting for a slot
-                kwargs["timeout"] = max(MIN_REQUEST_TIMEOUT_S, timeout - (t0 - started_try))
                 if self.stream:
                     result, ttft = self._stream(kwargs, t0)
                 else:
@@ -210,11 +216,8 @@ class ChatClient:
                 failure = classify(exc)
             else:
                 self._record(call_index, started_wall, started, attempt_latency, retries, result, None, ttft,
-                             retried_for)
+                             retried_for, messages=messages, tools=tools)
                 return result
-            finally:
-                if self._gate is not None:
-                    self._gate.release()
             if not failure.retryable or retries >= self.max_retries:
                 break
             delay = self._backoff(retries, failure)
@@ -225,6 +228,8 @@ class ChatClient:
             retries += 1
             retried_for.append(failure.kind)
         self._record(call_index, started_wall, started, attempt_latency, retries, None, failure, None, retried_for)
+        if failure.kind == budgets.BUDGET_EXHAUSTED:
+            raise BudgetExhausted(failure.message, retries)
         raise ProviderError(failure.kind, failure.message, retries, status=failure.status)
 
     def _stream(self, kwargs: dict, t0: float) -> tuple[ChatResult, float | None]:
@@ -292,8 +297,18 @@ class ChatClient:
         failure: Failure | None,
         ttft: float | None,
         retried_for: list[str] | None = None,
+        *,
+        messages: list[dict] | None = None,
+        tools: list[dict] | None = None,
     ) -> None:
-        usage = result.usage if result else dict.fromkeys(USAGE_KEYS)
+        wall = time.monotonic() - started
+        ended_at = started_wall + wall
+        usage, token_source = dict.fromkeys(USAGE_KEYS), None
+        if result is not None:
+            # counted after the clock stopped: a tokenizer's time is not the call's
+            usage, token_source = tokens.fill_usage(result.usage, self._counter, messages or [], tools,
+                                                    result.message, result.reasoning)
+            result.usage, result.token_source = usage, token_source
         row = {
             "model": getattr(self.model, "name", None),
             "instance_id": self.instance_id,
@@ -301,11 +316,12 @@ class ChatClient:
             "program_id": self.program_id,
             "call_index": call_index,
             "started_at": started_wall,
-            "ended_at": started_wall + (time.monotonic() - started),
+            "ended_at": ended_at,
             "latency_s": latency,  # the last HTTP attempt
-            "wall_s": time.monotonic() - started,  # additive: includes retries and backoff
+            "wall_s": wall,  # additive: includes retries and backoff
             "ttft_s": ttft,
             **usage,
+            "token_source": token_source,
             "error_kind": failure.kind if failure else None,
             "error": one_line(redact(failure.message)) if failure else None,
             "http_status": failure.status if failure else None,
@@ -322,6 +338,18 @@ class ChatClient:
                 if usage.get(key) is not None:
                     self._totals[key] = (self._totals[key] or 0) + usage[key]
         append_jsonl(self.calls_path, row)
+
+    def _counter(self) -> tokens.Counter:
+        """The model's tokenizer, loaded on the first call that needs it (most providers report usage)."""
+        headers = {}
+        try:
+            key = read_api_key(self.endpoint, getattr(self.model, "name", "?"))
+            if key != "EMPTY":
+                headers["Authorization"] = f"Bearer {key}"
+        except ProviderError:
+            pass  # no key: a self-served tokenizer route may not need one
+        return tokens.counter_for(self.tokenizer, base_url=self.endpoint.base_url,
+                                  model_id=getattr(self.model, "model_id", None), headers=headers)
 
     def totals(self) -> dict:
         """Summed usage over this program's calls (None where never reported) and call counts."""

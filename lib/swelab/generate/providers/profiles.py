@@ -4,52 +4,17 @@ request fields the provider needs. Every profile speaks the OpenAI chat-completi
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from swelab.generate.providers.errors import SECRET_ENV_VARS, ProviderError
+from swelab.registry import PROVIDERS, ProviderSpec
 
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    base_url: str | None  # None: the model entry (or the embedded server) must supply it
-    api_key_env: str | None
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    programs: bool = False  # ThunderAgent semantics: program_id on each request, release at the end
-
-
-PROFILES: dict[str, Profile] = {
-    "chutes": Profile("chutes", "https://llm.chutes.ai/v1", "CHUTES_API_KEY"),
-    # OpenRouter reports the call's cost in usage only when asked to.
-    "openrouter": Profile(
-        "openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", {"usage": {"include": True}}
-    ),
-    "vllm": Profile("vllm", None, None),
-    "thunderagent": Profile("thunderagent", None, None, programs=True),
-    "local": Profile("local", None, None),
-}
+Profile = ProviderSpec  # the table lives in swelab.registry; these names stay for existing code
+PROFILES: dict[str, Profile] = PROVIDERS
 for _profile in PROFILES.values():
     if _profile.api_key_env:
         SECRET_ENV_VARS.add(_profile.api_key_env)
-
-# base URLs of embedded servers that are up, by model name (filled by swelab.generate.local_model).
-_LOCAL_URLS: dict[str, str] = {}
-_LOCAL_LOCK = threading.Lock()
-
-
-def register_local_url(model_name: str, base_url: str | None) -> None:
-    with _LOCAL_LOCK:
-        if base_url is None:
-            _LOCAL_URLS.pop(model_name, None)
-        else:
-            _LOCAL_URLS[model_name] = base_url
-
-
-def local_url(model_name: str) -> str | None:
-    with _LOCAL_LOCK:
-        return _LOCAL_URLS.get(model_name) or (next(iter(_LOCAL_URLS.values())) if _LOCAL_URLS else None)
 
 
 @dataclass(frozen=True)
@@ -63,7 +28,10 @@ class Endpoint:
 
 
 def resolve_endpoint(model: Any) -> Endpoint:
-    """Resolve a ModelConfig to an Endpoint; errors name the model and the missing field."""
+    """Resolve a ModelConfig to an Endpoint; errors name the model and the missing field.
+
+    The embedded local server's URL arrives one way only: the runner starts the server and hands the agent
+    a copy of the model entry with base_url set."""
     provider = getattr(model, "provider", None)
     name = getattr(model, "name", "?")
     if provider not in PROFILES:
@@ -72,18 +40,13 @@ def resolve_endpoint(model: Any) -> Endpoint:
     profile = PROFILES[provider]
     base_url = getattr(model, "base_url", None) or profile.base_url
     if base_url is None and provider == "local":
-        base_url = local_url(name) or os.environ.get("SWELAB_LOCAL_BASE_URL")
-        if base_url is None:
-            raise ProviderError(
-                "unavailable", f"model {name!r}: the embedded local model server is not running"
-            )
+        raise ProviderError("unavailable", f"model {name!r}: no base_url and the embedded server is not running")
     if base_url is None:
         raise ProviderError("bad_request", f"model {name!r}: provider {provider!r} needs base_url")
     api_key_env = getattr(model, "api_key_env", None) or profile.api_key_env
     if api_key_env:
         SECRET_ENV_VARS.add(api_key_env)
-    options = getattr(model, "options", None) or {}
-    extra_body = {**profile.extra_body, **dict(options.get("extra_body") or {})}
+    extra_body = {**profile.extra_body, **model.options.extra_body}
     return Endpoint(profile, base_url.rstrip("/"), api_key_env, extra_body)
 
 
@@ -93,7 +56,7 @@ def read_api_key(endpoint: Endpoint, model_name: str) -> str:
         return "EMPTY"
     value = os.environ.get(endpoint.api_key_env, "")
     if not value:
-        if endpoint.profile.name in ("chutes", "openrouter"):
+        if endpoint.profile.key_required:
             raise ProviderError("auth", f"model {model_name!r}: environment variable {endpoint.api_key_env} "
                                 "is not set")
         return "EMPTY"

@@ -1,0 +1,59 @@
+"""Derive swelab's per-instance pins from swebench's own record of the official images.
+
+The SWE-bench repository (MIT licence; tag v4.1.0, not in the PyPI wheel) keeps, for each of the 500 Verified
+instances, the `conda env export` of its official image: swebench/resources/swebench-og/<repo>/<number>/
+environment.yml. This script turns them into lib/swelab/workspace/verified_pins.json:
+{instance_id: {"python": "3.9", "pins": ["name==version", ...]}}: the exact Python packages of the image
+(conda's Python packages, recognised by their py* build string, then the pip section, which wins on a clash),
+minus what the local backend manages itself (the interpreter, pip, wheel) and conda-only Qt bindings.
+
+    git -C MIRROR archive v4.1.0 swebench/resources/swebench-og | tar -x -C /tmp/og
+    .venv/bin/python tests/fidelity/derive_pins.py /tmp/og/swebench/resources/swebench-og
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+OUT = Path(__file__).resolve().parents[2] / "lib" / "swelab" / "workspace" / "verified_pins.json"
+SKIP = {"python", "pip", "wheel", "sip", "pyqt", "pyqt5-sip", "conda", "conda-package-handling"}
+RENAME = {"matplotlib-base": "matplotlib", "python-tzdata": "tzdata", "python-fastjsonschema": "fastjsonschema",
+          "pkgutil-resolve-name": "pkgutil_resolve_name", "importlib_resources": "importlib-resources"}
+
+
+def pins_of(environment: dict) -> tuple[str, list[str]]:
+    python, pins = "", {}
+    for item in environment.get("dependencies", []):
+        if isinstance(item, dict):
+            for line in item.get("pip") or []:
+                match = re.fullmatch(r"([A-Za-z0-9_.\-\[\]]+)==(\S+)", line.strip())
+                if match:
+                    pins[match.group(1).lower()] = f"{match.group(1)}=={match.group(2)}"
+            continue
+        name, version, build = (str(item).split("=") + ["", ""])[:3]
+        if name == "python":
+            python = ".".join(version.split(".")[:2])
+        elif build.startswith("py") and name not in SKIP:
+            name = RENAME.get(name, name)
+            pins.setdefault(name.lower(), f"{name}=={version}")
+    return python, sorted(pins.values(), key=str.lower)
+
+
+def main(folder: str) -> int:
+    table = {}
+    for path in sorted(Path(folder).glob("*/*/environment.yml")):
+        instance_id = f"{path.parent.parent.name}-{path.parent.name}"
+        python, pins = pins_of(yaml.safe_load(path.read_text()))
+        table[instance_id] = {"python": python, "pins": pins}
+    OUT.write_text(json.dumps(table, indent=0, sort_keys=True) + "\n")
+    print(f"{len(table)} instances -> {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
