@@ -15,7 +15,7 @@ def test_bad_params_exit_2_with_file_and_field(tmp_path, capsys):
     assert main(["run", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"swelab: {bad}: field 'models[0].kind': must be one of gold, empty, patch, shell, " \
-                  "mini-swe-agent, import, got 'golden'"
+                  "mini-swe-agent, import, probe, got 'golden'"
 
 
 def test_missing_params_file_is_named(capsys):

@@ -121,3 +121,16 @@ def test_imported_cells_load_with_the_results_module(tmp_path):
     imports.import_predictions(tmp_path, "openhands", FIXTURES / "openhands_output.jsonl", INSTANCES)
     cells = results.load_cells(tmp_path)
     assert len(cells) == 2 and set(cells["mode"]) == {"import"}
+
+
+def test_an_imported_patch_over_the_cap_is_refused_and_stored_nowhere_else(tmp_path):
+    from swelab.workspace.patches import DEFAULT_MAX_PATCH_BYTES
+
+    huge = "diff --git a/x b/x\n+" + "y" * (DEFAULT_MAX_PATCH_BYTES + 10) + "\n"
+    source = tmp_path / "preds.jsonl"
+    io.write_jsonl(source, [{"instance_id": "psf__requests-2317", "model_name_or_path": "big", "model_patch": huge}])
+    run = tmp_path / "run"
+    imports.import_predictions(run, "big", source, [{"instance_id": "psf__requests-2317", "repo": "psf/requests"}])
+    cell = io.read_json(run / "cells" / "big" / "psf__requests-2317" / "1.json")
+    assert cell["status"] == "malformed" and "exceeds the cap" in cell["error"] and cell["model_patch"] == ""
+    assert max(p.stat().st_size for p in run.rglob("*") if p.is_file()) < 10_000

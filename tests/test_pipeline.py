@@ -168,17 +168,17 @@ def test_a_run_under_30_percent_injected_faults_completes_with_every_reason_reco
     import random
     import threading
 
-    from fake_openai_server import error, slow, truncated
+    from fake_openai_server import error, hang, truncated
 
     task = next(t for t in minibench.load_tasks() if t["instance_id"] == TASK)
     rng, lock, seen = random.Random(7), threading.Lock(), []
     faults = [lambda: error(429, "slow down", headers={"Retry-After": "0"}), lambda: error(500, "boom"),
-              lambda: slow(1.5), truncated]
+              hang, truncated]  # hang: answered only when the server stops, so the 0.5 s timeout always fires
 
     def responder(request: dict) -> dict:
         with lock:
             seen.append(request)
-            if len(seen) == 40:  # late in the run the model disappears: the rest is skipped, with the reason
+            if len(seen) >= 40:  # late in the run the model disappears for good: the rest is skipped, with the reason
                 return error(404, "no such model", code="model_not_found")
             if rng.random() < 0.3:
                 return faults[rng.randrange(len(faults))]()

@@ -299,7 +299,7 @@ HTTPBIN_TEST = '''
 import json
 import socket
 import ssl
-import time
+import threading
 import urllib.request
 
 import certifi
@@ -333,24 +333,34 @@ def test_httpbin_speaks_http_1_1_like_httpbin_org():
 
 
 def test_outside_addresses_hang_until_their_timeout():
-    # requests' connect-timeout tests rely on an unanswered address timing out, not on "network unreachable"
-    start = time.monotonic()
+    # requests' connect-timeout tests rely on an unanswered address timing out, not on "network unreachable":
+    # the kind of failure says which (an unreachable network is an OSError at once, never a TimeoutError)
     try:
         socket.create_connection(("10.255.255.1", 80), timeout=0.5)
     except TimeoutError:
-        assert time.monotonic() - start >= 0.4
+        pass
+    except OSError as exc:
+        raise AssertionError(f"failed at once ({exc}) instead of hanging until the timeout") from exc
     else:
         raise AssertionError("connected to an outside address")
 
 
 def test_other_names_do_not_resolve():
-    start = time.monotonic()
-    try:
-        socket.getaddrinfo("pypi.org", 443)
-    except socket.gaierror:
-        assert time.monotonic() - start < 5
-    else:
-        raise AssertionError("resolved a name that is not stood in")
+    # the lookup runs in a thread so that a resolver that hangs fails this test after a generous bound
+    # instead of holding the run; what is asserted is the kind of failure, never how long it took
+    outcome = []
+
+    def lookup():
+        try:
+            outcome.append(socket.getaddrinfo("pypi.org", 443))
+        except OSError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=lookup, daemon=True)
+    worker.start()
+    worker.join(120)
+    assert outcome, "the name lookup hung (no answer within 120 s)"
+    assert isinstance(outcome[0], socket.gaierror), f"resolved a name that is not stood in: {outcome[0]!r}"
 '''
 
 HTTPBIN_TESTS = [f"test_httpbin.py::{name}" for name in (
@@ -554,3 +564,18 @@ def test_a_failed_environment_build_is_an_error_verdict_and_the_others_go_on(toy
     out = capsys.readouterr().out
     assert "environment psf__requests__2.10 failed: psf__requests-99999" in out
     assert "built environment toy__toy__0.1 in" in out
+
+
+def test_pytest_is_installed_at_each_base_commit_in_its_own_environment():
+    # pytest tests itself: its console script and dependencies change between commits (4.6's base needs
+    # importlib_metadata, which its setup commit does not install), as the official instance image installs them
+    from swelab.workspace.environments import environment_key
+
+    row = lite("pytest-dev__pytest-6116")
+    other = dict(row, instance_id="pytest-dev__pytest-1", base_commit="f" * 40)
+    assert recipes.install_commit(row) == row["base_commit"]
+    assert environment_key(row) != environment_key(other)
+    assert environment_key(row).startswith("pytest-dev__pytest__5.2__")
+    assert recipes.install_commit(lite("psf__requests-3362")) is None  # the others: one per setup commit
+    script = recipes.eval_script_for(row)
+    assert 'cp "$VIRTUAL_ENV/setup-src/src/_pytest/_version.py" src/_pytest/_version.py' in script

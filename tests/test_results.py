@@ -190,3 +190,22 @@ def test_write_leaderboards_round_trips(tmp_path: Path) -> None:
     assert pd.read_csv(csv_path, keep_default_na=False)["note"].tolist() == board["note"].tolist()
     pd.testing.assert_frame_equal(pd.read_parquet(parquet_path), board, check_dtype=False)
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_model_that_completed_no_call_is_named_with_its_reason(tmp_path: Path) -> None:
+    layout = RunLayout(tmp_path)
+    write_json(layout.manifest, {"params": {"models": [
+        {"name": "gold", "kind": "gold", "provider": None},
+        {"name": "crashed", "kind": "patch", "provider": "local"},
+        {"name": "answered", "kind": "patch", "provider": "local"}]}})
+    for model, kind in (("crashed", "server_crashed"), ("answered", None), ("gold", None)):
+        layout.write_cell(CellRecord(model=model, instance_id="i", repo="r", attempt=1, mode="patch",
+                                     status="error" if kind else "ok", error_kind=kind,
+                                     error="local model exited with signal 11 (SIGSEGV)" if kind else None))
+    RunLayout.append_call(layout.calls_path("answered", "i", 1), CallRecord(
+        model="answered", instance_id="i", attempt=1, program_id="p", call_index=1, started_at=0.0, ended_at=1.0))
+    RunLayout.append_call(layout.calls_path("crashed", "i", 1), CallRecord(
+        model="crashed", instance_id="i", attempt=1, program_id="q", call_index=1, started_at=0.0, ended_at=1.0,
+        error_kind="unavailable"))
+    assert results.silent_models(tmp_path) == {
+        "crashed": "server_crashed: local model exited with signal 11 (SIGSEGV)"}

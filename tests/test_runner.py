@@ -138,20 +138,29 @@ def test_one_transient_404_costs_one_cell_in_every_mode_and_is_retried(tmp_path,
     assert runner.generate(params, rows, progress=False)["ran"] == 1  # the skipped one runs again
 
 
-SLOW_RUN = textwrap.dedent(
+BLOCKING_RUN = textwrap.dedent(
     """
-    import sys, time
+    import sys, threading
+    from pathlib import Path
     from swelab.generate import runner
     from swelab.generate.agents.builtin import GoldAgent
     from swelab.io import read_jsonl
     from swelab.params import load_params
 
-    class SlowGold(GoldAgent):
+    BLOCK_AT, MARKER = int(sys.argv[2]), Path(sys.argv[4])
+
+    class BlockingGold(GoldAgent):
+        # the BLOCK_AT-th attempt says so in MARKER, then waits until the process is killed
+        started = 0
+
         def run(self, instance, ctx):
-            time.sleep(float(sys.argv[2]))
+            BlockingGold.started += 1
+            if BlockingGold.started == BLOCK_AT:
+                MARKER.write_text("blocked")
+                threading.Event().wait()
             return super().run(instance, ctx)
 
-    runner.build_agent = lambda model: SlowGold()
+    runner.build_agent = lambda model: BlockingGold()
     params = load_params(sys.argv[1], environ={})
     rows = read_jsonl(sys.argv[3])
     print(runner.generate(params, rows, progress=False))
@@ -162,22 +171,26 @@ SLOW_RUN = textwrap.dedent(
 def test_a_killed_run_resumes_without_losing_or_redoing_work(tmp_path, toy_repo, cache_dir):
     params, rows = make_params(tmp_path, toy_repo, models="  - {name: gold, kind: gold}\n")
     params = load_params(params.source_file, overrides={"workers": 1}, environ={})
-    script = tmp_path / "slow.py"
-    script.write_text(SLOW_RUN)
+    script = tmp_path / "blocking.py"
+    script.write_text(BLOCKING_RUN)
     (tmp_path / "params" / "toy.yaml").write_text((tmp_path / "params" / "toy.yaml").read_text() + "workers: 1\n")
     args = [sys.executable, str(script), params.source_file]
-    proc = subprocess.Popen([*args, "0.4", str(tmp_path / "toy.jsonl")], stdout=subprocess.PIPE)
-    cells_dir = params.run_dir / "cells" / "gold"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(cells_dir.rglob("*.json"))) < 2:
+    marker = tmp_path / "blocked"
+    # one worker: cells run one after another, so when the third attempt blocks, exactly two are written
+    proc = subprocess.Popen([*args, "3", str(tmp_path / "toy.jsonl"), str(marker)], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 120  # a bounded wait for the event, never a measure of speed
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert marker.exists(), f"the third attempt never started (exit code {proc.poll()})"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    cells_dir = params.run_dir / "cells" / "gold"
     finished_before = {p: p.stat().st_mtime_ns for p in cells_dir.rglob("*.json")}
-    assert 2 <= len(finished_before) < 6
-    out = subprocess.run([*args, "0", str(tmp_path / "toy.jsonl")], capture_output=True, text=True, check=True)
+    assert len(finished_before) == 2
+    out = subprocess.run([*args, "0", str(tmp_path / "toy.jsonl"), str(marker)], capture_output=True, text=True,
+                         check=True)
     summary = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - our own repr
-    assert summary["reused"] == len(finished_before) and summary["ran"] == 6 - len(finished_before)
+    assert summary["reused"] == 2 and summary["ran"] == 4
     for path, mtime in finished_before.items():
         assert path.stat().st_mtime_ns == mtime  # not redone
     for attempt in (1, 2):
@@ -285,7 +298,8 @@ def test_an_instance_that_passes_unpatched_is_flagged_non_discriminating(tmp_pat
     evaluate_run(params, workspace=Workspace(cache_dir, params.repo_sources), progress=False)
     flags = read_json(params.run_dir / "eval" / "discrimination.json")
     assert flags["toy__toy-3"]["non_discriminating"] is True
-    assert flags["toy__toy-1"]["non_discriminating"] is False and flags["toy__toy-1"]["fail_to_pass_passing_unpatched"] == []
+    assert flags["toy__toy-1"]["non_discriminating"] is False
+    assert flags["toy__toy-1"]["fail_to_pass_passing_unpatched"] == []
     html = render_report(params.run_dir).read_text()
     assert "Non-discriminating instances" in html and "toy__toy-3" in html
 

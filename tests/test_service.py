@@ -40,6 +40,8 @@ from swelab.generate.runner import generate
 from swelab.params import load_params
 from swelab.sandbox import bwrap_available
 from swelab.select.instances import resolve_instances, write_run_instances
+from swelab.service.policy import Refused, check_paths, local_paths
+from swelab.service.store import JobStore, StoreError
 
 pytestmark = pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed (tests/ensure_bwrap.sh)")
 
@@ -276,6 +278,8 @@ def test_every_route_but_health_needs_the_token(service: Service, predictions_jo
      "models[0].api_key_env"),
     ("name: x\nmodels: [{name: m, kind: patch, provider: chutes, model_id: m, base_url: 'http://evil.test/v1'}]\n",
      "models[0].base_url"),
+    ("name: x\ndataset: /etc\nmodels: [{name: gold, kind: gold}]\n", "dataset.source"),
+    ("name: x\nrepo_sources: {a/b: 'file:///etc'}\nmodels: [{name: gold, kind: gold}]\n", "repo_sources.a/b"),
     ("name: x\nmodels: [{name: m, kind: gold, temperature: hot}]\n", "models[0].temperature"),
     ("- just\n- a list\n", "top level"),
 ])
@@ -285,6 +289,32 @@ def test_params_that_reach_outside_or_break_the_schema_are_refused(service: Serv
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert field in detail and str(service.root) not in detail  # names the field, not the server's folders
+
+
+def test_the_path_policy_takes_paths_under_an_allowed_root_and_follows_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ids.jsonl").write_text(json.dumps({"instance_id": TASKS[0]}) + "\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "ids.jsonl").write_text(json.dumps({"instance_id": TASKS[0]}) + "\n")
+    (project / "link.jsonl").symlink_to(outside / "ids.jsonl")
+    for name, expected in (("ids.jsonl", None), ("link.jsonl", "instances")):
+        params = load_params(write_params(project, f"name: x\ninstances: {name}\nmodels: [{{name: g, kind: gold}}]\n"))
+        if expected is None:
+            check_paths(local_paths(params), [project])
+        else:
+            with pytest.raises(Refused, match=expected):
+                check_paths(local_paths(params), [project])
+
+
+def test_the_store_is_sqlite_in_wal_mode_and_names_what_other_urls_need(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    assert store.journal_mode == "wal"
+    with pytest.raises(StoreError, match="PostgreSQL"):
+        JobStore("postgresql://db.example/jobs")
+    with pytest.raises(StoreError, match="sqlite:///"):
+        JobStore("mysql://db.example/jobs")
 
 
 def test_oversized_documents_and_uploads_get_413(service: Service) -> None:

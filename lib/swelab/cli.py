@@ -14,6 +14,7 @@ import papermill
 
 from swelab.analyze.artifacts import write_analysis
 from swelab.analyze.reconcile import main as reconcile_main
+from swelab.analyze.results import silent_models
 from swelab.client import submit_main
 from swelab.generate.serve import serve_main
 from swelab.io import atomic_write_text
@@ -135,14 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown stage {unknown[0]} (known: {', '.join(NOTEBOOKS)})")
     try:
-        run(args.params_file, force=args.force, stages=stages, dataset_path=args.dataset)
+        run_dir = run(args.params_file, force=args.force, stages=stages, dataset_path=args.dataset)
     except (ParamsError, ProjectNotFound) as exc:
         print(f"swelab: {exc}", file=sys.stderr)
         return 2
     except StageFailed as exc:
         print(f"swelab: {exc}", file=sys.stderr)
         return 1
-    return 0
+    silent = silent_models(run_dir) if "02_generate" in stages else {}
+    for model, reason in silent.items():
+        print(f"swelab: model {model} completed no call in this run: {reason}", file=sys.stderr)
+    return 3 if silent else 0
 
 
 if __name__ == "__main__":

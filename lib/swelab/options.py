@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from swelab.workspace.patches import DEFAULT_MAX_PATCH_BYTES
+
 IMPORT_FORMATS = ("auto", "swebench", "mini-swe-agent", "openhands")
 
 
@@ -76,7 +78,17 @@ class LocalServerOptions:
 
 
 @dataclass(frozen=True)
-class PatchOptions:
+class PatchSizeOptions:
+    """Every kind that produces a patch (patch, shell, mini-swe-agent): the largest patch kept."""
+
+    max_patch_bytes: int = _spec(DEFAULT_MAX_PATCH_BYTES, minimum=1)
+    """A model patch over this many bytes (UTF-8) is refused: the cell is `malformed` ("patch of N bytes exceeds
+    the cap of M bytes"), and the patch is kept once, in the attempt folder's refused_patch.diff, not in the cell
+    or the predictions."""
+
+
+@dataclass(frozen=True)
+class PatchOptions(PatchSizeOptions):
     """Patch mode: one prompt, one diff."""
 
     repair_rounds: int = _spec(0, minimum=0)
@@ -86,7 +98,7 @@ class PatchOptions:
 
 
 @dataclass(frozen=True)
-class ShellOptions:
+class ShellOptions(PatchSizeOptions):
     """Shell mode and mini-swe-agent: the model works in a sandboxed worktree."""
 
     tool_calling: bool = _spec(True)

@@ -217,3 +217,23 @@ def write_leaderboards(run_dir: str | Path, leaderboard: pd.DataFrame,
     leaderboard.to_parquet(buffer, engine="pyarrow", index=False)
     parquet_path = atomic_write_bytes(run_dir / f"{name}.parquet", buffer.getvalue())
     return [csv_path, parquet_path]
+
+
+def silent_models(run_dir: str | Path) -> dict[str, str]:
+    """Models that call a model (a provider in their entry) whose attempts of this run completed not one call,
+    each with the reason its cells give (the most frequent error): a demo whose embedded model crashed, or a
+    hosted model without a key, must not pass for a model that answered and failed."""
+    entries = {m["name"]: m for m in load_resolved_params(run_dir).get("models", []) if m.get("provider")}
+    cells = load_cells(run_dir)
+    calls = load_calls(run_dir)
+    answered = set(calls.loc[calls["error_kind"].isna(), "model"]) if not calls.empty else set()
+    silent = {}
+    for name in entries:
+        mine = cells[cells["model"] == name]
+        if mine.empty or name in answered:
+            continue
+        errors = mine["error"].dropna()
+        kinds = mine["error_kind"].dropna()
+        reason = errors.mode().iloc[0] if not errors.empty else "no call was made"
+        silent[name] = f"{kinds.mode().iloc[0]}: {reason}" if not kinds.empty else reason
+    return silent

@@ -7,14 +7,13 @@ environment, captures the log between swebench's markers and hands it to
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import importlib.metadata
 import json
 import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from swebench.harness.constants import (
     APPLY_PATCH_FAIL,
@@ -29,12 +28,16 @@ from swebench.harness.log_parsers import PARSER_REGISTRY
 from swebench.harness.utils import make_test_spec
 
 from swelab import sandbox
-from swelab.diffs import patch_paths
 from swelab.io import read_json, write_json
 from swelab.workspace import recipes, standins
 from swelab.workspace.environments import environment_identity
-from swelab.workspace.git import git
-from swelab.workspace.patches import apply_patch, check_apply
+from swelab.workspace.patches import (  # noqa: F401 - patch_refusal, pytest_config_change: grading's rules, here too
+    apply_model_patch,
+    check_apply,
+    graded_test_ids,
+    patch_refusal,
+    pytest_config_change,
+)
 from swelab.workspace.repos import Workspace
 
 LOCAL_LABEL = "official grading, local environment"
@@ -126,100 +129,14 @@ def _can_unshare_net() -> bool:
 
 
 # -- stricter than the official harness (docs/SANDBOX.md) -------------------------------------------
-# What a model patch may not touch. Never touched by a gold patch: SWE-bench puts every test file in the test
-# patch (checked on all 300 SWE-bench Lite rows and the bundled tasks), and these names are how code gets into
-# the test process without being imported by the tests: pytest's conftest and ini files, Python's
-# sitecustomize/usercustomize and .pth files, package metadata that registers pytest plugins (entry points).
-TEST_DIRS = frozenset({"test", "tests", "testing"})
-GUARDED_NAMES = frozenset({"conftest.py", "sitecustomize.py", "usercustomize.py", "pytest.ini", ".pytest.ini",
-                           "pytest.toml", ".pytest.toml"})
-GUARDED_SUFFIXES = (".pth", ".egg-info", ".dist-info", ".egg-link")
-# Config files a fix may legitimately change, but not in their pytest section (addopts = -p plugin, ...).
-PYTEST_SECTIONS = {"setup.cfg": "tool:pytest", "tox.ini": "pytest", "pyproject.toml": "tool.pytest"}
+# The rules that refuse a model patch (patch_refusal, pytest_config_change, apply_model_patch) live in
+# swelab.workspace.patches, so that generation checks a patch with the same rules before a cell counts as ok.
 EXIT_CODE_MARKER = ">>>>> Test Exit Code"
 _PASSING = {TestStatus.PASSED.value, TestStatus.XFAIL.value}
 _FAILING = {TestStatus.FAILED.value, TestStatus.ERROR.value}
 _PYTEST_SUMMARY = re.compile(r"^=+ (.*\d+ \w+.*) in [\d.]+ ?s.* =+$", re.M)  # "in 0.02s", old "in 0.02 seconds"
 _PYTEST_COUNT = re.compile(r"(\d+) (\w+)")
 _COUNTED = {"passed", "xfailed", "xpassed"}
-
-
-def _test_ids(row: dict) -> list[str]:
-    ids = []
-    for key in ("FAIL_TO_PASS", "PASS_TO_PASS"):
-        value = row.get(key) or []
-        ids += json.loads(value) if isinstance(value, str) else list(value)
-    return ids
-
-
-def patch_refusal(row: dict, model_patch: str) -> str | None:
-    """Why a model patch is refused before it is applied, or None. Stricter than the official harness: it
-    touches the task's test files (those of the test patch and of FAIL_TO_PASS/PASS_TO_PASS), a test folder,
-    or a file that brings code into the test process (conftest.py, pytest.ini, sitecustomize.py, .pth, ...)."""
-    test_files = set(patch_paths(row.get("test_patch") or ""))
-    test_files |= {test.split("::")[0] for test in _test_ids(row) if test.split("::")[0].endswith(".py")}
-    for path in patch_paths(model_patch):
-        parts = PurePosixPath(path).parts
-        name = parts[-1] if parts else path
-        if path in test_files:
-            return f"the patch changes the task's test file {path}"
-        if TEST_DIRS & set(parts[:-1]) or name.startswith("test_") or name.endswith("_test.py"):
-            return f"the patch changes {path}, a test file (only the test patch may)"
-        if name in GUARDED_NAMES or any(part.endswith(GUARDED_SUFFIXES) for part in parts):
-            return f"the patch changes {path}, which would run code in the test process (conftest, plugin, .pth)"
-    return None
-
-
-def _pytest_section(name: str, text: str) -> object:
-    """The pytest part of a setup.cfg / tox.ini / pyproject.toml, comparable before and after a patch."""
-    if name == "pyproject.toml":
-        # read as text (no TOML parser on Python 3.10): the [tool.pytest*] tables and any line naming pytest
-        kept, inside = [], False
-        for line in text.splitlines():
-            if line.lstrip().startswith("["):
-                inside = line.strip().startswith("[tool.pytest")
-            if inside or "pytest" in line:
-                kept.append(line.strip())
-        return kept
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.read_string(text)
-    section = PYTEST_SECTIONS[name]
-    return dict(parser[section]) if parser.has_section(section) else None
-
-
-def pytest_config_change(worktree: Path, model_patch: str) -> str | None:
-    """After the patch is applied: why it is refused for changing a pytest section of setup.cfg, tox.ini or
-    pyproject.toml (`-p plugin` in addopts runs any module in the test process), or None."""
-    for path in patch_paths(model_patch):
-        name = PurePosixPath(path).name
-        if name not in PYTEST_SECTIONS:
-            continue
-        before = git("show", f"HEAD:{path}", cwd=worktree, check=False)
-        after = worktree / path
-        try:
-            old = _pytest_section(name, before.stdout) if before.returncode == 0 else None
-            new = _pytest_section(name, after.read_text(errors="replace")) if after.is_file() else None
-        except (configparser.Error, UnicodeDecodeError) as exc:
-            return f"the patch leaves {path} unreadable ({type(exc).__name__}): its pytest settings are unknown"
-        if old != new:
-            return f"the patch changes the pytest settings in {path}"
-    return None
-
-
-def apply_model_patch(worktree: Path, row: dict, model_patch: str) -> tuple[str, bool]:
-    """Apply a model patch as grading does: refused first when it touches what the tests run on
-    (`patch_refusal`), then the official fallbacks, then refused when it changed pytest's settings.
-    Returns (log, applied)."""
-    refusal = patch_refusal(row, model_patch)
-    if refusal is not None:
-        return f"refused: {refusal}", False
-    applied = apply_patch(worktree, model_patch)
-    if not applied.applied:
-        return applied.log, False
-    changed = pytest_config_change(worktree, model_patch)
-    if changed is not None:
-        return f"{applied.log}\nrefused: {changed}", False
-    return applied.log, True
 
 
 def log_problems(log: str, row: dict) -> list[str]:
@@ -249,7 +166,7 @@ def log_problems(log: str, row: dict) -> list[str]:
     for line in sliced.splitlines():
         for test, status in parser(line, spec).items():
             seen.setdefault(test, set()).add(status)
-    for test in _test_ids(row):
+    for test in graded_test_ids(row):
         statuses = seen.get(test, set())
         if statuses & _PASSING and statuses & _FAILING:
             problems.append(f"{test} is reported both {'/'.join(sorted(statuses))}: a forged result line")

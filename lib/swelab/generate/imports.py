@@ -16,6 +16,7 @@ attempt) is imported by `import_for_params`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from typing import Any
 
 from swelab import io
 from swelab.rundir import USAGE_FIELDS, CellRecord, RunLayout, Usage
+from swelab.workspace.patches import size_refusal
 
 FORMATS = ("swebench", "mini-swe-agent", "openhands")
 
@@ -264,6 +266,10 @@ def import_predictions(
     for item in sorted(items, key=lambda i: i.instance_id):
         if item.instance_id not in repos:
             continue
+        too_large = size_refusal(item.model_patch)
+        if too_large:  # the source file keeps the one copy; the run folder keeps the reason
+            item = dataclasses.replace(item, model_patch="", status="malformed", error=too_large,
+                                       error_kind="patch_too_large")
         layout.write_cell(cell_record(item, model, repos[item.instance_id], attempt))
         predictions.append(
             {"instance_id": item.instance_id, "model_name_or_path": model, "model_patch": item.model_patch}

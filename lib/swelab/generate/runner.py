@@ -23,6 +23,7 @@ from swelab.executor import LOCAL, Executor, executor_for, per_process, worker_w
 from swelab.generate import autoscale, budgets
 from swelab.generate.agents import Agent, AttemptContext, AttemptOutcome, build_agent
 from swelab.generate.agents.exceptions import ModelGone, outcome_for
+from swelab.generate.agents.trajectory import MINI_TRAJECTORY, REFUSED_PATCH, TRAJECTORY
 from swelab.generate.imports import import_for_params
 from swelab.generate.local_model import serve_local_model
 from swelab.generate.serve import ServerProcess, save_thunderagent_state
@@ -261,7 +262,8 @@ def open_attempt_dir(layout: RunLayout, model: ModelConfig, cell: Cell) -> Path:
     artifacts.mkdir(parents=True, exist_ok=True)
     # A redone attempt starts fresh records; the calls of the run it replaces are kept beside them.
     layout.keep_previous_calls(model.name, cell.instance_id, cell.attempt)
-    (artifacts / "trajectory.jsonl").unlink(missing_ok=True)
+    (artifacts / TRAJECTORY).unlink(missing_ok=True)
+    (artifacts / REFUSED_PATCH).unlink(missing_ok=True)  # a previous execution's oversized patch
     return artifacts
 
 
@@ -287,7 +289,7 @@ def run_cell(
 
 
 # -- attempts on a cluster ------------------------------------------------------------------------------
-ATTEMPT_FILES = ("calls.jsonl", "trajectory.jsonl", "mini_trajectory.json")  # what an attempt writes
+ATTEMPT_FILES = ("calls.jsonl", TRAJECTORY, MINI_TRAJECTORY, REFUSED_PATCH)  # what an attempt writes
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,19 @@ def check_document(raw: dict[str, Any]) -> None:
 
 def local_paths(params: RunParams) -> Iterator[tuple[str, Path]]:
     """(field, absolute path) for every local file or folder the loaded params name."""
-    if is_local(params.dataset.source):
-        yield "dataset.source", params.resolve_path(params.dataset.source)
+    source = params.dataset.source
+    # a hub name never starts like a path nor names a file here; anything else may be read from disk
+    if source != "minibench" and (is_local(source) or source.startswith(("/", ".", "~"))
+                                  or params.resolve_path(source).exists()):
+        yield "dataset.source", params.resolve_path(source).expanduser()
     if isinstance(params.instances, str) and params.instances != "all":
         yield "instances", params.resolve_path(params.instances)
-    for repo, source in params.repo_sources.items():
-        if not _is_url(str(source)):
-            yield f"repo_sources.{repo}", params.resolve_path(str(source))
+    for repo, origin in params.repo_sources.items():
+        origin = str(origin)
+        if origin.startswith("file:"):
+            yield f"repo_sources.{repo}", Path(origin.removeprefix("file:").removeprefix("//"))
+        elif not _is_url(origin):
+            yield f"repo_sources.{repo}", params.resolve_path(origin).expanduser()
     for i, model in enumerate(params.models):
         options = model.options
         named = {"path": options.path, "trajectories": options.trajectories, "mini_config": options.mini_config}

@@ -171,12 +171,12 @@ class JobStore:
             raise KeyError(f"job {job_id}: not in the store")
         return job
 
-    def claim(self, job_id: str, pid_placeholder: int | None = None) -> bool:
+    def claim(self, job_id: str) -> bool:
         """queued -> running, only when still queued (several supervisors may look at one table)."""
         with self._lock, self._connect() as db:
-            done = db.execute("UPDATE jobs SET state = 'running', started_at = ?, worker_pid = ?, error = NULL, "
+            done = db.execute("UPDATE jobs SET state = 'running', started_at = ?, worker_pid = NULL, error = NULL, "
                               "worker_starts = worker_starts + 1 WHERE id = ? AND state = 'queued'",
-                              (now_iso(), pid_placeholder, job_id))
+                              (now_iso(), job_id))
             return done.rowcount == 1
 
 

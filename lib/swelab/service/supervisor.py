@@ -186,11 +186,6 @@ class Supervisor:
         events_of(job).append("done", state=state, error=error)
         return self.store.update(job.id, state=state, error=error, finished_at=now_iso(), worker_pid=None)
 
-    def worker_pid(self, job_id: str) -> int | None:
-        with self._lock:
-            proc = self._workers.get(job_id)
-            return proc.pid if proc else None
-
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:

@@ -79,6 +79,8 @@ def environment_key(instance: dict) -> str:
     pins = recipes.instance_pins(instance)
     if pins:
         key += "__" + hashlib.sha256(json.dumps(pins).encode()).hexdigest()[:10]
+    if recipes.install_commit(instance):
+        key += "__" + recipes.install_commit(instance)[:10]
     return key
 
 
@@ -88,7 +90,8 @@ def environment_identity(instance: dict) -> str:
         return f"{PYTEST_VENV} {sys.executable} {_pytest_home()}\n"
     # the recipe itself too: a changed recipe (a pin, a step) rebuilds the environments made by the old one
     recipe = recipes.RECIPES.get((instance["repo"], str(instance["version"])))
-    content = [repr(recipe), recipes.instance_pins(instance), instance.get("environment_setup_commit")]
+    content = [repr(recipe), recipes.instance_pins(instance), instance.get("environment_setup_commit"),
+               recipes.install_commit(instance)]
     fingerprint = hashlib.sha256(repr(content).encode()).hexdigest()[:12]
     return f"recipe {instance['repo']} {instance['version']} {fingerprint}\n"
 

@@ -72,6 +72,10 @@ class Recipe:
     generated: tuple[str, ...] = ()
     # local target only: pre_install edits the tests depend on (tox.ini), made in the worktree, and exports
     worktree_edits: tuple[str, ...] = ()
+    # The official instance image installs the project at the row's base commit; a project whose install
+    # itself is under test (pytest: its console script and dependencies change from commit to commit) gets one
+    # environment per base commit instead of one per setup commit.
+    install_at_base: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -206,7 +210,7 @@ _PYTEST_PINS = {
 for _v, _pins in _PYTEST_PINS.items():
     RECIPES[("pytest-dev/pytest", _v)] = Recipe(
         python="3.9", install="python -m pip install -e .", pip_packages=_pins, test_cmd=TEST_PYTEST,
-        log_parser="parse_log_pytest", pythonpath="src", generated=("src/_pytest/_version.py",),
+        log_parser="parse_log_pytest", pythonpath="src", generated=("src/_pytest/_version.py",), install_at_base=True,
         pre_install=("sed -i 's/>=>=/>=/' setup.cfg",) if _v == "6.3" else ())
 
 # 4.1.0 SPECS_SPHINX: tests run through tox (tox-current-env: in this environment), as the official image does.
@@ -245,8 +249,12 @@ for _v in ("1.5 1.6 1.7 1.8 2.0 2.1 2.2 2.3 2.4 3.0 3.1 3.2 3.3 3.4 3.5 4.0 4.1 
         python=_python, install="python -m pip install -e .[test]",
         pip_packages=("tox==4.16.0", "tox-current-env==0.0.11", "Jinja2==3.0.3"),
         test_cmd=f"tox --current-env -epy{_python.replace('.', '')} -v --", log_parser="parse_log_sphinx",
-        # tox passes on only the variables its config names: the worktree must stay first on PYTHONPATH
-        pre_install=_edits, worktree_edits=(_SPHINX_TOX, "export TOX_OVERRIDE=testenv.pass_env+=PYTHONPATH"),
+        # tox passes on only the variables its config names: the worktree must stay first on PYTHONPATH; and
+        # tox-current-env links .tox/<env>/bin/python to this venv's interpreter, which outside the venv's folder
+        # no longer sees its site-packages (a conda env's python is a real binary): named on PYTHONPATH too
+        pre_install=_edits, worktree_edits=(
+            _SPHINX_TOX, "export TOX_OVERRIDE=testenv.pass_env+=PYTHONPATH",
+            'export PYTHONPATH="$PYTHONPATH:$(echo "$VIRTUAL_ENV"/lib/python*/site-packages)"'),
         notes=("7.2+ also apt-installs graphviz in the official image (tests/apt_install.sh: graphviz)",))
 
 # 4.1.0 SPECS_XARRAY: the official image is `conda env update -f ci/requirements/environment.yml` plus these
@@ -532,6 +540,12 @@ def pip_spec(recipe: Recipe) -> str:
     return PIP_FOR_PYTHON.get(recipe.python, PIP_DEFAULT)
 
 
+def install_commit(row: dict) -> str | None:
+    """The base commit when the row's recipe installs the project per base commit (install_at_base), else None."""
+    recipe = RECIPES.get((row["repo"], str(row["version"])))
+    return row["base_commit"] if recipe is not None and recipe.install_at_base else None
+
+
 def instance_pins(row: dict) -> tuple[str, ...]:
     """Exact pip pins for this one instance (its official image's), () when it has none of its own."""
     official = official_environment(row)
@@ -585,16 +599,18 @@ def build_environment(
     python = find_python(recipe.python)
     commit = instance.get("environment_setup_commit") or instance["base_commit"]
     mirror = ensure_commit(instance["repo"], commit)
+    source_commit = instance["base_commit"] if recipe.install_at_base else commit
+    ensure_commit(instance["repo"], source_commit)
     path = Path(path)
     # The install command needs the project at the setup commit; it stays inside the environment so an
     # editable install never points at a deleted folder (the tests import the worktree via PYTHONPATH).
     source = path / "setup-src"
     source.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", commit], cwd=mirror, capture_output=True, check=True)
+    archive = subprocess.run(["git", "archive", source_commit], cwd=mirror, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
     log_path = build_log_path(path)
     build_env = dict(os.environ)
-    version = scm_version(mirror, commit)
+    version = scm_version(mirror, source_commit)
     if version:
         build_env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version
     with tempfile.TemporaryDirectory(prefix="swelab-reqs-") as tmp, open(log_path, "w", encoding="utf-8") as log:

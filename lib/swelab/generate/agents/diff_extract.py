@@ -1,19 +1,20 @@
-"""From a model's free-text reply to a patch the official harness can apply, or a clear reason why not.
+"""From a model's free-text reply to a patch grading will apply, or a clear reason why not.
 
 Steps: pull the diff out (fenced or bare), drop prose between hunks, add missing a/ b/ prefixes, recount
-hunk headers (models rarely count right; git refuses a wrong count), refuse paths that escape the repo,
-then dry-run it in the worktree with the harness's own fallbacks (git apply, then patch --fuzz=5)."""
+hunk headers (models rarely count right; git refuses a wrong count), refuse paths that escape the repo and
+patches over the size cap, then apply it in the worktree exactly as grading will (`workspace.patches.trial_apply`:
+our refusal rules, the official fallbacks git apply, git apply --reject, patch --fuzz=5) and undo it."""
 
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from swelab.diffs import UnsafePatchError, check_patch_safe
-from swelab.workspace.patches import check_apply
+from swelab.workspace.patches import DEFAULT_MAX_PATCH_BYTES, size_refusal, trial_apply
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
@@ -31,7 +32,7 @@ class ExtractedPatch:
     patch: str  # the repaired diff ("" when none could be found)
     ok: bool  # found, safe and applicable
     reason: str | None = None  # why not, in one line
-    method: str | None = None  # which dry run accepted it
+    method: str | None = None  # which of grading's fallbacks applied it
 
 
 def _looks_like_diff(text: str) -> bool:
@@ -185,28 +186,27 @@ def _hunks_and_files(diff: str) -> tuple[int, int]:
     return diff.count("\n@@ ") + diff.startswith("@@ "), len(re.findall(r"^\+\+\+ ", diff, re.M))
 
 
-def dry_run(worktree: Path, patch: str) -> tuple[bool, str, str | None]:
-    """Would the official harness apply this? It tries git apply, then patch --fuzz=5; so do we."""
-    ok, message = check_apply(worktree, patch)
-    if ok:
-        return True, message, "git apply"
-    if message.startswith("refused"):
-        return False, message, None
-    fuzz = subprocess.run(
-        ["patch", "--batch", "--forward", "--fuzz=5", "-p1", "--dry-run"],
-        cwd=worktree, input=patch, capture_output=True, text=True,
-    )
-    if fuzz.returncode == 0:
-        return True, fuzz.stdout.strip(), "patch --fuzz=5"
-    return False, message or fuzz.stdout.strip(), None
+def dry_run(worktree: Path, patch: str, row: dict | None = None) -> tuple[bool, str, str | None]:
+    """Would grading apply this? (applied, log or refusal, method). Applied for real in `worktree` (a clean
+    checkout at the base commit: the patch agent's, which nothing else changes) with grading's own rules for
+    instance `row`, then undone: `patch --fuzz --dry-run` alone accepts a diff that writes through a symlink it
+    creates, which the real apply refuses."""
+    result = trial_apply(worktree, row or {}, patch)
+    if result.refused:
+        return False, f"refused: {result.refused}", None
+    return result.applied, result.log, result.method
 
 
 def prepare_patch(
     reply: str | None,
     worktree: Path | None,
-    check: Callable[[Path, str], tuple[bool, str, str | None]] = dry_run,
+    check: Callable[[Path, str], tuple[bool, str, str | None]] | None = None,
+    *,
+    row: dict | None = None,
+    max_bytes: int = DEFAULT_MAX_PATCH_BYTES,
 ) -> ExtractedPatch:
-    """Reply text -> ExtractedPatch; `ok` False means the reply is malformed (a run failure)."""
+    """Reply text -> ExtractedPatch; `ok` False means the reply is malformed (a run failure). `row` is the
+    instance (its test files are what grading refuses a patch for); `check` defaults to `dry_run` for it."""
     raw = extract_diff(reply)
     if raw is None:
         return ExtractedPatch("", False, "no unified diff found in the reply")
@@ -214,13 +214,19 @@ def prepare_patch(
     hunks, files = _hunks_and_files(patch)
     if not patch or hunks == 0 or files == 0:
         return ExtractedPatch(patch, False, "the diff has no file header or no hunk")
+    too_big = size_refusal(patch, max_bytes)
+    if too_big:
+        return ExtractedPatch("", False, too_big)  # not kept: the reply in the trajectory is its one copy
     try:
         check_patch_safe(patch)
     except UnsafePatchError as exc:
         return ExtractedPatch(patch, False, f"refused: {exc}")
     if worktree is None:
         return ExtractedPatch(patch, True, None, None)
+    check = check or partial(dry_run, row=row)
     ok, message, method = check(worktree, patch)
+    if not ok and message.startswith("refused"):
+        return ExtractedPatch(patch, False, message)  # refused by rule: no variant would change that
     if not ok:  # the blank lines we dropped may have been real empty context lines after all
         variant = clean_diff(raw, worktree, keep_trailing_blanks=True)
         if variant != patch:

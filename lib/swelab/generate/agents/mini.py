@@ -13,6 +13,9 @@ when it is a valid patch, else the worktree diff; the task's test files are left
 Endings: mini's own exit statuses (Submitted, LimitsExceeded, TimeExceeded, RepeatedFormatError) become
 our `exceptions` endings with mini's word as the exit reason; a failed model call raises our ending from
 `ChatClientModel.query` through mini's loop. `exceptions.outcome_for` decides the status.
+
+Both trajectories (ours, trajectory.jsonl, and mini's own, mini_trajectory.json) are written redacted, through
+`trajectory`; the patch is checked with grading's rules and the size cap, as in shell mode.
 """
 
 from __future__ import annotations
@@ -41,10 +44,16 @@ from swelab.generate.agents.exceptions import (
     provider_exit,
 )
 from swelab.generate.agents.shell import SandboxedAgent, prepare_environment, record_end
-from swelab.generate.agents.tools import SUBMIT_SENTINEL, extract_patch, paths_of_test_patch, validate_patch
+from swelab.generate.agents.tools import (
+    SUBMIT_SENTINEL,
+    extract_patch,
+    graded_away,
+    paths_of_test_patch,
+    validate_patch,
+)
+from swelab.generate.agents.trajectory import MINI_TRAJECTORY, TRAJECTORY, append_row, stored_patch, write_document
 from swelab.generate.providers import ProviderError, open_program
 from swelab.generate.providers.errors import one_line
-from swelab.io import append_jsonl, write_json
 from swelab.sandbox import run_sandboxed
 
 # Files the mini-swe-agent prompt asks the model to create; never part of a worktree-diff patch.
@@ -255,7 +264,7 @@ def _make_agent_class():
             finally:
                 row["actions"] = self.env.records[first_record:]
                 if self.n_calls > calls_before:  # a model call happened (not the deadline check)
-                    append_jsonl(self.trajectory, row)
+                    append_row(self.trajectory, row)
 
     return DeadlineAgent
 
@@ -268,7 +277,7 @@ def _submission_patch(submission: str, exclude: set[str]) -> str:
         parsed = unidiff.PatchSet(submission)
     except unidiff.UnidiffParseError:
         return ""
-    kept = [str(patched) for patched in parsed if patched.path not in exclude]
+    kept = [str(patched) for patched in parsed if patched.path not in exclude and not graded_away(patched.path)]
     return "".join(kept)
 
 
@@ -323,7 +332,7 @@ class MiniSweAgent(SandboxedAgent):
                                     if k in ("system_template", "instance_template",
                                              "max_consecutive_format_errors")}
                     agent = _make_agent_class()(
-                        model, environment, deadline=ctx.deadline, trajectory=cell_dir / "trajectory.jsonl",
+                        model, environment, deadline=ctx.deadline, trajectory=cell_dir / TRAJECTORY,
                         step_limit=int(getattr(self.model, "max_steps", 30) or 30),
                         cost_limit=float(self.model.options.cost_limit), **agent_config)
                     try:
@@ -336,21 +345,23 @@ class MiniSweAgent(SandboxedAgent):
                 end = exc
             if agent is not None:
                 progress.steps = agent.n_calls
-                write_json(cell_dir / "mini_trajectory.json", agent.serialize())
+                write_document(cell_dir / MINI_TRAJECTORY, agent.serialize())
             progress.tool_calls = len(environment.records)
-            progress.model_patch, invalid = self._patch(worktree, instance, submission, exclude)
-        return record_end(cell_dir / "trajectory.jsonl", judge_patch(end, invalid), progress,
-                          [note] if note else [])
+            cap = self.model.options.max_patch_bytes
+            patch, invalid = self._patch(worktree, instance, submission, exclude, cap)
+            progress.model_patch = stored_patch(cell_dir, patch, cap)  # over the cap: kept once, aside
+        return record_end(cell_dir / TRAJECTORY, judge_patch(end, invalid), progress, [note] if note else [])
 
     @staticmethod
-    def _patch(worktree: Path, instance: dict, submission: str, exclude: set[str]) -> tuple[str, str | None]:
-        """The submission when it is a valid patch, else the worktree diff (without mini's patch.txt)."""
+    def _patch(worktree: Path, instance: dict, submission: str, exclude: set[str],
+               max_bytes: int) -> tuple[str, str | None]:
+        """The submission when grading would apply it, else the worktree diff (without mini's patch.txt)."""
         base = instance["base_commit"]
         submitted = _submission_patch(submission, exclude)
-        if submitted and validate_patch(worktree, base, submitted) is None:
+        if submitted and validate_patch(worktree, base, submitted, instance, max_bytes) is None:
             return submitted, None
         try:
             patch = extract_patch(worktree, base, exclude | MINI_SCRATCH_FILES)
         except Exception as exc:  # noqa: BLE001
             return "", one_line(f"could not take the diff: {type(exc).__name__}: {exc}")
-        return patch, validate_patch(worktree, base, patch)
+        return patch, validate_patch(worktree, base, patch, instance, max_bytes)

@@ -1,8 +1,9 @@
 """Patch mode: one prompt with the issue and retrieved code, one unified diff back.
 
 The reply must be a diff only; diff_extract pulls it out, repairs what models commonly get wrong
-(hunk counts, a/ b/ prefixes) and dry-runs it in the worktree. A reply that still does not apply is
-`malformed`: a run failure, kept apart from a patch that applies but does not fix the issue.
+(hunk counts, a/ b/ prefixes) and tries it in the worktree with grading's own rules and the size cap. A reply
+that still does not apply is `malformed`: a run failure, kept apart from a patch that applies but does not fix
+the issue. The trajectory is written redacted (`trajectory.append_row`).
 Optional repair rounds (options.repair_rounds) feed the apply error back to the model."""
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from swelab.generate.agents.base import AttemptContext, AttemptOutcome
 from swelab.generate.agents.context import build_context
 from swelab.generate.agents.diff_extract import prepare_patch
 from swelab.generate.agents.exceptions import AgentBug, Malformed, Progress, Submitted, outcome_for, provider_exit
-from swelab.generate.providers import ProviderError, open_program, redact
-from swelab.io import append_jsonl
+from swelab.generate.agents.trajectory import TRAJECTORY, append_row
+from swelab.generate.providers import ProviderError, open_program
 
 SYSTEM_PROMPT = (
     "You are an expert software engineer. You resolve GitHub issues by writing a patch for the repository. "
@@ -93,13 +94,13 @@ class PatchAgent:
             gold_patch=instance.get("patch"),
         )
         messages = build_messages(instance.get("problem_statement", ""), code.text)
-        append_jsonl(trajectory, {"step": 0, "role": "prompt", "messages": messages, "context_files": code.files,
-                                  "context_tokens": code.tokens, "context_budget_tokens": budget})
+        append_row(trajectory, {"step": 0, "role": "prompt", "messages": messages, "context_files": code.files,
+                                "context_tokens": code.tokens, "context_budget_tokens": budget})
         return messages
 
     def _attempt(self, instance: dict, ctx: AttemptContext, worktree: Path, client: Any,
                  progress: Progress) -> NoReturn:
-        trajectory = Path(ctx.cell_dir) / "trajectory.jsonl"
+        trajectory = Path(ctx.cell_dir) / TRAJECTORY
         budget = int(getattr(self.model, "context_budget_tokens", 6000) or 6000)
         messages = self._prompt(instance, worktree, budget, trajectory)
         shrinks = 0
@@ -118,13 +119,12 @@ class PatchAgent:
             rounds += 1
             progress.steps = rounds
             reply = result.message.get("content") or ""
-            extracted = prepare_patch(reply, worktree)
-            # a reply echoing a secret (a misbehaving gateway) must not carry it into a file
-            append_jsonl(trajectory, {"step": rounds, "role": "assistant", "content": redact(reply),
-                                      "reasoning": redact(result.reasoning) if result.reasoning else None,
-                                      "finish_reason": result.finish_reason,
-                                      "patch_ok": extracted.ok, "reason": extracted.reason,
-                                      "apply_method": extracted.method})
+            extracted = prepare_patch(reply, worktree, row=instance, max_bytes=self.model.options.max_patch_bytes)
+            # redacted: a reply echoing a secret (a misbehaving gateway) must not carry it into a file
+            append_row(trajectory, {"step": rounds, "role": "assistant", "content": reply,
+                                    "reasoning": result.reasoning, "finish_reason": result.finish_reason,
+                                    "patch_ok": extracted.ok, "reason": extracted.reason,
+                                    "apply_method": extracted.method})
             if extracted.ok:
                 progress.model_patch = extracted.patch
                 raise Submitted()

@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 from swelab.diffs import unsafe_reason
 from swelab.generate.agents.base import AttemptContext, AttemptOutcome
 from swelab.generate.agents.exceptions import AgentBug, Malformed, Progress, Submitted, outcome_for, provider_exit
-from swelab.generate.providers import ProviderError, open_program, redact
-from swelab.io import append_jsonl
+from swelab.generate.agents.trajectory import TRAJECTORY, append_row
+from swelab.generate.providers import ProviderError, open_program
 
 MAX_FILES = 10  # more than this is a list of guesses, not an answer: the rest are dropped
 SYSTEM_PROMPT = (
@@ -93,9 +93,9 @@ class ProbeAgent:
         return outcome_for(AgentBug("the probe returned without an ending"), progress)  # a guard: it raises
 
     def _ask(self, instance: dict, ctx: AttemptContext, client: Any, progress: Progress) -> NoReturn:
-        trajectory = Path(ctx.cell_dir) / "trajectory.jsonl"
+        trajectory = Path(ctx.cell_dir) / TRAJECTORY
         messages = build_messages(instance.get("repo", ""), instance.get("problem_statement", ""))
-        append_jsonl(trajectory, {"step": 0, "role": "prompt", "messages": messages})
+        append_row(trajectory, {"step": 0, "role": "prompt", "messages": messages})
         try:
             result = client.complete(messages, deadline=ctx.deadline)
         except ProviderError as exc:
@@ -103,9 +103,9 @@ class ProbeAgent:
         progress.steps = 1
         reply = result.message.get("content") or ""
         files = parse_files(reply)
-        append_jsonl(trajectory, {"step": 1, "role": "assistant", "content": redact(reply),
+        append_row(trajectory, {"step": 1, "role": "assistant", "content": reply,
                                   "finish_reason": result.finish_reason})
-        append_jsonl(trajectory, {"step": 1, "role": "probe", "probe_files": files})
+        append_row(trajectory, {"step": 1, "role": "probe", "probe_files": files})
         if not files:
             raise Malformed("the reply names no file path")
         progress.probe_files = files

@@ -7,7 +7,9 @@ timeout, the attempt's deadline (then status "timeout", the partial diff kept), 
 and `max_output_bytes` per tool result. Each turn is one line of `trajectory.jsonl` in the cell folder.
 
 The model patch is `git diff <base_commit>` of the worktree (new files included), without the files the
-task's test patch touches, validated like a patch-mode diff (safe paths; applies to a clean tree).
+task's test patch touches and those grading refuses (test files, conftest.py, ...), checked with grading's own
+rules in a clean checkout (`tools.validate_patch`); one over `max_patch_bytes` is refused and kept once, aside
+(`trajectory.stored_patch`). Every row is written redacted (`trajectory.append_row`).
 
 trajectory.jsonl rows (one JSON object a line; mini-swe-agent mode writes the same "step" and "end" rows):
 - {"event": "start", "mode", "messages" (system + task), "tools", "time"}
@@ -56,9 +58,9 @@ from swelab.generate.agents.tools import (
     validate_patch,
     which_python,
 )
+from swelab.generate.agents.trajectory import TRAJECTORY, append_row, stored_patch
 from swelab.generate.providers import ProviderError, open_program
 from swelab.generate.providers.errors import one_line
-from swelab.io import append_jsonl
 from swelab.sandbox import SandboxUnavailable, require_bwrap
 
 MAX_NO_ACTION_TURNS = 3  # consecutive turns without a usable action before the loop gives up
@@ -152,17 +154,17 @@ def prepare_environment(instance: dict, ctx: AttemptContext, model: Any) -> tupl
     return env, readable() if readable else [Path(environment.path)], None
 
 
-def final_patch(worktree: Path, instance: dict) -> tuple[str, str | None]:
-    """(model patch, reason it is invalid or None)."""
+def final_patch(worktree: Path, instance: dict, max_bytes: int) -> tuple[str, str | None]:
+    """(model patch, reason grading would not apply it, or None)."""
     exclude = paths_of_test_patch(instance.get("test_patch"))
     patch = extract_patch(worktree, instance["base_commit"], exclude)
-    return patch, validate_patch(worktree, instance["base_commit"], patch)
+    return patch, validate_patch(worktree, instance["base_commit"], patch, instance, max_bytes)
 
 
 def record_end(trajectory: Path, end: BaseException, progress: Progress, notes: list[str]) -> AttemptOutcome:
     """The attempt's outcome for its ending, with the trajectory's `end` row (exit reason and status)."""
     outcome = outcome_for(end, progress)
-    append_jsonl(trajectory, {
+    append_row(trajectory, {
         "event": "end", "exit_reason": as_exit(end).exit_reason, "status": outcome.status, "error": outcome.error,
         "steps": outcome.steps, "tool_calls": outcome.tool_calls, "patch_bytes": len(outcome.model_patch),
         "notes": notes, "time": time.time(),
@@ -212,11 +214,13 @@ class ShellAgent(SandboxedAgent):
                 end = exc
             progress.steps, progress.tool_calls = state.steps, state.tool_calls
             progress.n_calls = progress.n_calls or state.steps
+            cap = self.model.options.max_patch_bytes
             try:
-                progress.model_patch, invalid = final_patch(Path(worktree), instance)
+                patch, invalid = final_patch(Path(worktree), instance, cap)
+                progress.model_patch = stored_patch(cell_dir, patch, cap)  # over the cap: kept once, aside
             except Exception as exc:  # noqa: BLE001
                 invalid = one_line(f"could not take the diff: {type(exc).__name__}: {exc}")
-        return record_end(cell_dir / "trajectory.jsonl", judge_patch(end, invalid), progress, state.notes)
+        return record_end(cell_dir / TRAJECTORY, judge_patch(end, invalid), progress, state.notes)
 
     # -- the loop -------------------------------------------------------------------------------------
     def _loop(self, instance: dict, ctx: AttemptContext, client: Any, worktree: Path, state: LoopState) -> NoReturn:
@@ -243,9 +247,9 @@ class ShellAgent(SandboxedAgent):
             {"role": "user", "content": INSTANCE_PROMPT.format(
                 problem_statement=instance.get("problem_statement", "").strip())},
         ]
-        trajectory = Path(ctx.cell_dir) / "trajectory.jsonl"
-        append_jsonl(trajectory, {"event": "start", "mode": "text" if state.text_mode else "tool",
-                                  "messages": messages, "tools": list(tools), "time": time.time()})
+        trajectory = Path(ctx.cell_dir) / TRAJECTORY
+        append_row(trajectory, {"event": "start", "mode": "text" if state.text_mode else "tool",
+                                "messages": messages, "tools": list(tools), "time": time.time()})
         while True:
             if time.monotonic() >= ctx.deadline:
                 raise AttemptTimeout("attempt deadline reached")
@@ -273,7 +277,7 @@ class ShellAgent(SandboxedAgent):
                 "time": time.time(),
             }
             end = self._act(message, belt, ctx, messages, state, row)
-            append_jsonl(trajectory, row)  # the step's row first, then the ending
+            append_row(trajectory, row)  # the step's row first, then the ending
             if end is not None:
                 raise end
 

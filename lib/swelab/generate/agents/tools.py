@@ -26,6 +26,8 @@ import unidiff
 from swelab.diffs import UnsafePatchError, check_patch_safe, patch_paths
 from swelab.io import atomic_write_text
 from swelab.sandbox import cap_text, run_sandboxed
+from swelab.workspace.errors import WorkspaceError
+from swelab.workspace.patches import DEFAULT_MAX_PATCH_BYTES, clean_checkout, path_refusal, size_refusal, trial_apply
 
 SUBMIT_SENTINEL = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"  # mini-swe-agent's convention, for text mode
 # Untracked files that are never part of a model patch: caches and build litter, and the patch file that
@@ -152,11 +154,18 @@ def changed_paths(worktree: Path, base_commit: str) -> tuple[list[str], list[str
     return text, binary
 
 
+def graded_away(path: str) -> bool:
+    """A path grading refuses any model patch for (a test file, conftest.py, a pytest plugin or .pth file,
+    `workspace.patches.path_refusal`): left out of a worktree diff, so that a model's scratch test_*.py does
+    not sink its whole fix."""
+    return path_refusal(path) is not None
+
+
 def extract_patch(worktree: Path, base_commit: str, exclude: set[str] | frozenset[str] = frozenset()) -> str:
     """`git diff <base_commit>` of the worktree (new files included), without the `exclude` paths (the task's
-    test files), binary files and cache litter."""
+    test files), the paths grading refuses (`graded_away`), binary files and cache litter."""
     text_paths, _ = changed_paths(worktree, base_commit)
-    keep = [p for p in text_paths if p not in exclude]
+    keep = [p for p in text_paths if p not in exclude and not graded_away(p)]
     if not keep:
         return ""
     diff = host_git(worktree, "diff", "--no-color", "--no-ext-diff", "--no-renames", "--full-index",
@@ -164,13 +173,17 @@ def extract_patch(worktree: Path, base_commit: str, exclude: set[str] | frozense
     return diff
 
 
-def validate_patch(worktree: Path, base_commit: str, patch: str) -> str | None:
-    """None when the patch is safe and applies to a clean tree at base_commit; else the reason.
-
-    The clean tree is a throwaway index read from base_commit (`git apply --cached --check`), so the
+def validate_patch(worktree: Path, base_commit: str, patch: str, instance: dict | None = None,
+                   max_bytes: int = DEFAULT_MAX_PATCH_BYTES) -> str | None:
+    """None when grading will apply the patch; else the reason. The rules are grading's own
+    (`workspace.patches.trial_apply`: size cap, safe paths, `patch_refusal` for `instance`, the official
+    fallbacks applied for real, `pytest_config_change`), tried in a scratch checkout of base_commit, so the
     worktree (and whatever the model left in it) plays no part."""
     if not patch.strip():
         return None
+    too_big = size_refusal(patch, max_bytes)
+    if too_big:
+        return too_big
     try:
         check_patch_safe(patch)
         unidiff.PatchSet(patch)
@@ -178,12 +191,15 @@ def validate_patch(worktree: Path, base_commit: str, patch: str) -> str | None:
         return f"unsafe patch: {exc}"
     except unidiff.UnidiffParseError as exc:
         return f"unparseable patch: {exc}"
-    with tempfile.TemporaryDirectory(prefix="swelab-index-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        host_git(worktree, "read-tree", base_commit, env=env)
-        result = host_git(worktree, "apply", "--cached", "--check", "-", input=patch, env=env, check=False)
-    if result.returncode != 0:
-        return f"patch does not apply to {base_commit[:12]}: {result.stderr.strip()[:300]}"
+    try:
+        with clean_checkout(worktree, base_commit) as clean:
+            result = trial_apply(clean, instance or {}, patch)
+    except (WorkspaceError, OSError) as exc:  # no clean tree to try it in: unusable, and say why
+        return f"could not check the patch against {base_commit[:12]}: {' '.join(str(exc).split())[:300]}"
+    if result.refused:
+        return f"refused: {result.refused}"
+    if not result.applied:
+        return f"patch does not apply to {base_commit[:12]}: {' '.join(result.log.split())[:300]}"
     return None
 
 
@@ -490,6 +506,10 @@ class Toolbelt:
         left_out = sorted(p for p in text_paths if p in self.exclude_from_patch)
         if left_out:
             notes.append(f"[left out of the submission (the task's test files): {', '.join(left_out)}]")
+        refused = sorted(p for p in text_paths if p not in self.exclude_from_patch and graded_away(p))
+        if refused:
+            notes.append("[left out of the submission (test files, conftest.py, pytest plugins, .pth files: "
+                         f"grading refuses them): {', '.join(refused)}]")
         if binary:
             notes.append(f"[left out of the submission (binary files, symlinks): {', '.join(sorted(binary))}]")
         body = patch or "(no changes yet)"
