@@ -216,3 +216,13 @@ def nothing_left_behind():
     if changed:
         problems.append(f"files under /etc changed: {changed[:20]}")
     assert not problems, "; ".join(problems)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a headless-capable Chromium; installs it with apt when root (tests/ensure_chromium.sh)."""
+    ensure = Path(__file__).with_name("ensure_chromium.sh")
+    done = subprocess.run(["bash", str(ensure)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0 or not done.stdout.strip():
+        pytest.skip(f"chromium cannot be installed here: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip().splitlines()[-1]

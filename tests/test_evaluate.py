@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from swelab.evaluate.backends import write_run_report
-from swelab.evaluate.local import LOCAL_LABEL, EvaluationError, VerdictCache, evaluate_local
+from swelab.evaluate.local import LOCAL_LABEL, EvaluationError, VerdictCache, evaluate_local, grading_row, log_problems
 from swelab.rundir import RunLayout
 from swelab.workspace.repos import Workspace
 
@@ -179,3 +179,30 @@ def test_a_model_patch_touching_the_tests_is_refused_but_gold_is_not(workspace, 
     assert "conftest.py" in patch_refusal(instance, conftest + "@@ -0,0 +1 @@\n+x = 1\n")
     verdict = evaluate_local(instance, instance["test_patch"], workspace)
     assert not verdict.resolved and "refused: the patch changes the task's test file" in verdict.log
+
+
+def _pytest_log(body: str) -> str:
+    from swebench.harness.constants import END_TEST_OUTPUT, START_TEST_OUTPUT
+
+    return f"{START_TEST_OUTPUT}\n{body}\n{END_TEST_OUTPUT}\n>>>>> Test Exit Code: 0\n"
+
+
+def test_nested_pytest_sessions_never_make_a_genuine_log_untrusted(toy_repo):
+    # pytest's own tests run pytest through pytester: inner sessions print result lines and summaries of their
+    # own (a gold patch of pytest-dev/pytest was refused before); only the official grading decides there.
+    _, instance = toy_repo
+    row = grading_row(instance)
+    graded = json.loads(row["FAIL_TO_PASS"])[0]
+    nested = _pytest_log(
+        "============================= test session starts ==============================\n"
+        f"PASSED {graded}\n"
+        "============================= test session starts ==============================\n"
+        f"FAILED {graded} - inner pytester run\n"
+        "========================= 1 failed in 0.01s =========================\n"
+        "========================= 1 passed in 0.30s =========================")
+    assert log_problems(nested, row) == []
+    single = _pytest_log(
+        "============================= test session starts ==============================\n"
+        f"PASSED {graded}\nFAILED {graded} - AssertionError\n"
+        "========================= 1 failed in 0.01s =========================")
+    assert any("reported both" in problem for problem in log_problems(single, row))

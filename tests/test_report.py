@@ -17,17 +17,7 @@ from swelab.analyze import artifacts, display, report, results
 from swelab.io import write_json
 from swelab.params import load_params
 
-ENSURE = Path(__file__).with_name("ensure_chromium.sh")
 PLOTLY_BANNER = "* plotly.js v"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Path of a headless-capable Chromium; installs it with apt when root (tests/ensure_chromium.sh)."""
-    done = subprocess.run(["bash", str(ENSURE)], capture_output=True, text=True, timeout=900)
-    if done.returncode != 0 or not done.stdout.strip():
-        pytest.skip(f"chromium cannot be installed here: {done.stderr.strip()[-500:]}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 def _dump_dom(browser: str, page: Path) -> str:

@@ -53,7 +53,6 @@ MAX_UPLOAD = 50_000
 MAX_PARAMS = 20_000
 # Columns that measure time, not results: they differ between any two runs of the same params.
 TIMING = re.compile(r"^(wall_clock_|attempt_s_|call_s_|ttft)|per_(hour|minute|second)$")
-ENSURE_CHROMIUM = Path(__file__).with_name("ensure_chromium.sh")
 
 
 # ---------------------------------------------------------------- helpers
@@ -475,14 +474,6 @@ def test_the_python_client_and_swelab_submit_follow_a_job(service: Service, tmp_
     pd.testing.assert_frame_equal(got.cells, tidy.load_cells(run_dir))
     pd.testing.assert_frame_equal(got.attempts, tidy.attempt_table(run_dir))
     assert got.leaderboard is not None and set(got.leaderboard["model"]) == {"gold", "empty"}
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    done = subprocess.run(["bash", str(ENSURE_CHROMIUM)], capture_output=True, text=True, timeout=900)
-    if done.returncode != 0 or not done.stdout.strip():
-        pytest.skip(f"chromium cannot be installed here: {done.stderr.strip()[-500:]}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 def _page_dom(browser: str, url: str) -> str:

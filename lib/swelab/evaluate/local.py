@@ -159,7 +159,9 @@ def log_problems(log: str, row: dict) -> list[str]:
         return problems
     sliced = log.split(START_TEST_OUTPUT, 1)[1].split(END_TEST_OUTPUT, 1)[0]
     parser = PARSER_REGISTRY.get(row.get("log_parser", ""))
-    if parser is None:
+    if parser is None or sliced.count("test session starts") > 1:
+        # Nested pytest sessions (pytest's own tests run pytest through pytester) print their own result lines
+        # and summaries, so counts and duplicates prove nothing there; the official grading alone decides.
         return []
     spec = make_test_spec(row)
     seen: dict[str, set[str]] = {}

@@ -136,6 +136,16 @@ def provider_exit(exc: ProviderError, deadline: float, **kwargs: Any) -> AgentEx
     return ProviderFailed.from_error(exc, **kwargs)
 
 
+def call_exit(exc: ProviderError, steps: int, deadline: float) -> AgentExit:
+    """The ending for a failed model call of a multi-step agent: a conversation that outgrew the model's window
+    after some steps has spent its budget, like max_steps (mini-swe-agent ends the same way), and the work so far
+    is the answer; anything else is provider_exit's."""
+    if exc.kind == "context_length" and steps > 0:
+        return LimitsExceeded(one_line(f"context window exhausted after {steps} steps: {exc.message}"),
+                              kind=exc.kind, exit_reason="context_length")
+    return provider_exit(exc, deadline)
+
+
 def judge_patch(end: BaseException, invalid: str | None) -> BaseException:
     """A finished attempt whose patch is unusable (`invalid` says why) is malformed; other endings stand."""
     if invalid and isinstance(end, Finished):

@@ -39,9 +39,9 @@ from swelab.generate.agents.exceptions import (
     Malformed,
     Progress,
     Submitted,
+    call_exit,
     judge_patch,
     outcome_for,
-    provider_exit,
 )
 from swelab.generate.agents.shell import SandboxedAgent, prepare_environment, record_end
 from swelab.generate.agents.tools import (
@@ -121,12 +121,7 @@ class ChatClientModel:
             result = self.client.complete(prepared, tools=[BASH_TOOL] if self.tool_calling else None,
                                           deadline=self.deadline)
         except ProviderError as exc:  # our ending, raised through mini's loop (not one of its flow exceptions)
-            if exc.kind == "context_length" and self.replies > 0:
-                # The window is spent, like the step limit: the work so far is the answer (as in shell mode).
-                raise LimitsExceeded(one_line(f"context window exhausted after {self.replies} steps: "
-                                              f"{exc.message}"), kind=exc.kind, exit_reason="context_length"
-                                     ) from exc
-            raise provider_exit(exc, self.deadline) from exc
+            raise call_exit(exc, self.replies, self.deadline) from exc
         self.replies += 1
         message: dict[str, Any] = {"role": "assistant", "content": result.message.get("content")}
         if result.message.get("tool_calls"):

@@ -44,9 +44,9 @@ from swelab.generate.agents.exceptions import (
     SandboxMissing,
     Submitted,
     as_exit,
+    call_exit,
     judge_patch,
     outcome_for,
-    provider_exit,
 )
 from swelab.generate.agents.tools import (
     DEFAULT_TOOLS,
@@ -260,13 +260,7 @@ class ShellAgent(SandboxedAgent):
                 result = client.complete(messages, tools=None if state.text_mode else belt.schemas(),
                                          deadline=ctx.deadline)
             except ProviderError as exc:
-                if exc.kind == "context_length" and state.steps > 0:
-                    # The conversation outgrew the model's window: the agent's budget is spent, like
-                    # max_steps (mini-swe-agent ends the same way); the work so far is the answer.
-                    raise LimitsExceeded(one_line(f"context window exhausted after {state.steps} steps: "
-                                                  f"{exc.message}"), kind=exc.kind, exit_reason="context_length"
-                                         ) from exc
-                raise provider_exit(exc, ctx.deadline) from exc
+                raise call_exit(exc, state.steps, ctx.deadline) from exc
             state.steps += 1
             message = _clean_message(result.message)
             messages.append(message)
