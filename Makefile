@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
-	$(PY) -m pip install --progress-bar on -e ".[dev,cluster]"
+	$(PY) -m pip install --progress-bar on -e ".[dev,cluster,service-pg]"
 	@bash tests/install_llama_portable.sh $(PY)
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (swelab)" >/dev/null
 	@touch $(STAMP)
@@ -28,6 +28,7 @@ system-deps:
 	@{ command -v gcc && command -v g++ && command -v pkg-config && command -v dot; } >/dev/null \
 		|| bash tests/apt_install.sh build-essential pkg-config graphviz  # environment builds: sdists, sphinx 7.2+
 	@bash tests/ensure_chromium.sh
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || bash tests/apt_install.sh postgresql  # store tests
 
 demo: install
 	$(VENV)/bin/swelab run params/demo.yaml

@@ -206,3 +206,20 @@ def test_nested_pytest_sessions_never_make_a_genuine_log_untrusted(toy_repo):
         f"PASSED {graded}\nFAILED {graded} - AssertionError\n"
         "========================= 1 failed in 0.01s =========================")
     assert any("reported both" in problem for problem in log_problems(single, row))
+
+
+def test_the_cache_keeps_what_ran_and_our_checks_run_again_on_every_read(tmp_path, toy_repo):
+    from swelab.evaluate.local import Graded
+
+    _, instance = toy_repo
+    cache = VerdictCache(tmp_path / "verdicts")
+    forged = _pytest_log("PASSED x") + _pytest_log("PASSED x")  # two start markers: distrusted
+    official = {"resolved": True, "patch_successfully_applied": True}
+    cache.put(instance, "p", Graded(instance["instance_id"], official, forged, official=official))
+    again = cache.get(instance, "p")
+    assert again.official["resolved"] is True and again.resolved is False
+    assert again.report["swelab_log_problems"]
+    (tmp_path / "verdicts").mkdir(exist_ok=True)
+    old = next((tmp_path / "verdicts").rglob("*.json"))
+    old.write_text(json.dumps({"report": official, "log": forged}))  # written before `official` was kept
+    assert cache.get(instance, "p") is None

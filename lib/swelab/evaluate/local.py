@@ -54,9 +54,10 @@ class Graded:
     """swebench's grading of one patch on one instance, with the log it graded."""
 
     instance_id: str
-    report: dict  # get_eval_report's entry for this instance
+    report: dict  # get_eval_report's entry for this instance, after our stricter checks (strict_report)
     log: str
     cached: bool = False
+    official: dict | None = None  # get_eval_report's entry alone: what the cache keeps, our checks rerun on it
 
     @property
     def resolved(self) -> bool:
@@ -96,14 +97,20 @@ class VerdictCache:
         return self.root / instance["instance_id"] / f"{key}.json"
 
     def get(self, instance: dict, patch: str) -> Graded | None:
+        """What ran and swebench's verdict on it are cached; our own checks (strict_report) run again on every
+        read, so a change to them never hides behind a cached verdict. An entry without the official report
+        (written before it was kept) is graded anew."""
         path = self._path(instance, patch)
         if not path.exists():
             return None
         data = read_json(path)
-        return Graded(instance["instance_id"], data["report"], data["log"], cached=True)
+        if "official" not in data:
+            return None
+        report = strict_report(data["official"], data["log"], grading_row(instance))
+        return Graded(instance["instance_id"], report, data["log"], cached=True, official=data["official"])
 
     def put(self, instance: dict, patch: str, verdict: Graded) -> None:
-        write_json(self._path(instance, patch), {"report": verdict.report, "log": verdict.log})
+        write_json(self._path(instance, patch), {"official": verdict.official or verdict.report, "log": verdict.log})
 
 
 def run_eval_script(
@@ -228,13 +235,12 @@ def evaluate_local(
         log_path = handle.name
     try:
         prediction = {"instance_id": row["instance_id"], "model_name_or_path": model_name, "model_patch": model_patch}
-        report = get_eval_report(spec, prediction, log_path, include_tests_status=True)[row["instance_id"]]
-        report = strict_report(report, log, row)
+        official = get_eval_report(spec, prediction, log_path, include_tests_status=True)[row["instance_id"]]
         if timed_out:
             # swebench reads the timeout marker as "no log", which its report spells patch_successfully_applied:
             # false; the patch did apply (the tests ran), so say what happened instead.
-            report = {**report, "patch_successfully_applied": True, "resolved": False, "timed_out": True,
-                      "timeout_s": timeout_s}
+            official = {**official, "patch_successfully_applied": True, "resolved": False, "timed_out": True,
+                        "timeout_s": timeout_s}
     finally:
         Path(log_path).unlink(missing_ok=True)
-    return Graded(row["instance_id"], report, log)
+    return Graded(row["instance_id"], strict_report(official, log, row), log, official=official)

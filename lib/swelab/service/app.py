@@ -273,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--outputs", help="where run folders go (default: the project's outputs/)")
     parser.add_argument("--state-dir", help="job folders and uploads (default: OUTPUTS/.service)")
-    parser.add_argument("--db", help="job store URL (default: sqlite:///STATE_DIR/jobs.sqlite3)")
+    parser.add_argument("--db", help="job store URL: sqlite:///PATH (default: sqlite:///STATE_DIR/jobs.sqlite3) or "
+                        "postgresql://USER:PASSWORD@HOST:PORT/DB for several replicas (the service-pg extra)")
+    parser.add_argument("--service-id", help="this replica's id in the store (default: a fresh one); a stable id "
+                        "takes its own running jobs back at once after a crash instead of after their lease")
     parser.add_argument("--allow-root", action="append",
                         help="a folder params may name files in (repeatable; default: the project root)")
     parser.add_argument("--max-jobs", type=int, default=1, help="jobs running at once")
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = build_settings(args)
     try:
-        store = JobStore(args.db or f"sqlite:///{settings.state_dir / 'jobs.sqlite3'}")
+        store = JobStore(args.db or f"sqlite:///{settings.state_dir / 'jobs.sqlite3'}", owner=args.service_id)
     except StoreError as exc:
         print(f"swelab service: {exc}", file=sys.stderr)
         return 2
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                             log_level="info")
     server = uvicorn.Server(config)
     app.state.server = server
-    print(f"swelab service: http://{args.host}:{args.port} · runs in {settings.outputs_dir} · jobs in {store.path}",
+    print(f"swelab service: http://{args.host}:{args.port} · runs in {settings.outputs_dir} · jobs in {store.location}",
           flush=True)
     server.run()
     return 0

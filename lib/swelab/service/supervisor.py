@@ -1,6 +1,7 @@
 """Job lifecycle: register submissions (one active job per run folder), start one worker process per running job
-(at most `max_jobs` at once), reap them into finished / failed / cancelled, cancel, and on start resume the jobs a
-previous service left running (the runner's resume keeps their finished cells)."""
+(at most `max_jobs` at once), reap them into finished / failed / cancelled, cancel, and resume the jobs a stopped
+or dead service left running (the runner's resume keeps their finished cells). Several replicas may share one
+store: each renews the lease on the jobs it runs and resumes only jobs whose lease was released or lapsed."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class Supervisor:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_lease_check = 0.0  # time.monotonic() of the next renewal and look for lapsed leases
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -73,23 +75,25 @@ class Supervisor:
             _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for proc in workers:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _end(proc, deadline)
+        try:
+            self.store.release()  # only now: no worker of ours writes to those run folders any more
+        except Exception as exc:  # the store is down: the lease lapses instead, and the jobs resume after it
+            print(f"swelab service: releasing jobs: {type(exc).__name__}: {exc}", file=sys.stderr)
 
-    def recover(self) -> None:
-        """Jobs a previous service left running: queued again to resume (cancelled if that was asked)."""
-        for job in self.store.list(("running",)):
-            if job.worker_pid and _is_our_worker(job.worker_pid, job.job_dir):
+
+    def recover(self, include_own: bool = True) -> None:
+        """Running jobs no live replica holds (their service stopped, or died and its lease lapsed): queued again
+        to resume (cancelled if that was asked). At start `include_own` also takes back the jobs of an earlier
+        life of this replica's id."""
+        for job in self.store.requeue_stale(include_own=include_own):
+            if job.worker_pid and _is_our_worker(job.worker_pid, job.job_dir):  # a worker of a service here
                 _signal_group(job.worker_pid, signal.SIGTERM)
                 _wait_gone(job.worker_pid, STOP_GRACE_S)
             if job.cancel_requested:
                 self._close(job, "cancelled", None)
                 continue
-            events_of(job).append("resumed", reason="the service restarted; finished cells are kept")
-            self.store.update(job.id, state="queued", worker_pid=None)
+            events_of(job).append("resumed", reason="the service that ran it stopped; finished cells are kept")
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -102,7 +106,21 @@ class Supervisor:
     def tick(self) -> None:
         with self._lock:
             self._reap()
+            if time.monotonic() >= self._next_lease_check:
+                self._next_lease_check = time.monotonic() + self.store.lease_s / 4
+                self._renew()
+                self.recover(include_own=False)
             self._launch()
+
+    def _renew(self) -> None:
+        """Extend our leases; a job taken over by another replica (our lease lapsed) loses its worker here."""
+        held = self.store.renew()
+        for job_id in [job_id for job_id in self._workers if job_id not in held]:
+            proc = self._workers.pop(job_id)
+            print(f"swelab service: job {job_id}: another replica took it over (this one's lease lapsed); "
+                  "stopping its worker here", file=sys.stderr)
+            _signal_group(proc.pid, signal.SIGTERM)
+            _end(proc, time.monotonic() + STOP_GRACE_S)
 
     # -- submissions and cancellation -------------------------------------------------------------------
     def submit(self, submission: Submission) -> tuple[Job, bool]:
@@ -135,11 +153,11 @@ class Supervisor:
 
     # -- workers ---------------------------------------------------------------------------------------
     def _launch(self) -> None:
-        for job in self.store.list(("queued",)):
-            if len(self._workers) >= self.max_jobs:
+        while len(self._workers) < self.max_jobs:
+            job = self.store.claim_next()
+            if job is None:
                 return
-            if self.store.claim(job.id):
-                self._spawn(job)
+            self._spawn(job)
 
     def _spawn(self, job: Job) -> None:
         job_dir = Path(job.job_dir)
@@ -148,7 +166,7 @@ class Supervisor:
             (job_dir / worker.CANCEL).unlink(missing_ok=True)
         command = [sys.executable, "-m", "swelab.service.worker", str(job_dir), "--params", job.params_file,
                    "--outputs", str(self.settings.outputs_dir)]
-        if job.worker_starts > 0:  # claimed before: this worker resumes
+        if job.worker_starts > 1:  # claimed before this claim: this worker resumes
             command.append("--resume")
         env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}  # the worker never needs the token
         env["PYTHONUNBUFFERED"] = "1"
@@ -169,8 +187,8 @@ class Supervisor:
                 continue
             del self._workers[job_id]
             job = self.store.get(job_id)
-            if job is None:
-                continue
+            if job is None or job.owner not in (None, self.store.owner):
+                continue  # another replica took it over: its state is that replica's to write
             outcome_path = Path(job.job_dir) / worker.OUTCOME
             outcome = read_json(outcome_path) if outcome_path.exists() else None
             if outcome is not None:
@@ -192,6 +210,15 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)  # the worker leads its own session: its children go too
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _end(proc: subprocess.Popen, deadline: float) -> None:
+    """Wait for a signalled worker until the deadline, then kill its group."""
+    try:
+        proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _is_our_worker(pid: int, job_dir: str) -> bool:

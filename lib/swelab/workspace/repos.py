@@ -5,6 +5,7 @@ What the design card calls batching by environment, not by instance. Safe to use
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -45,6 +46,18 @@ class Workspace:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    @contextmanager
+    def _exclusive(self, key: str, lock_file: Path) -> Iterator[None]:
+        """Held by one thread of this process and one process of this machine at a time: two services, Dask
+        workers or runs may share a cache, and a mirror or an environment must be made by only one of them."""
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(key), open(lock_file, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     # -- repositories -------------------------------------------------------------------------------
     def source_for(self, repo: str) -> str:
         if repo in self.repo_sources:
@@ -56,7 +69,7 @@ class Workspace:
     def mirror(self, repo: str) -> Path:
         """A bare mirror of the repo, cloned once and reused."""
         path = self.cache_dir / "mirrors" / (repo.replace("/", "__") + ".git")
-        with self._lock(f"mirror:{repo}"):
+        with self._exclusive(f"mirror:{repo}", path.with_name(path.name + ".lock")):
             if not (path / "HEAD").exists():
                 source = self.source_for(repo)
                 tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
@@ -101,7 +114,7 @@ class Workspace:
         time it is asked for."""
         key = self.environment_key(instance)
         path = self.cache_dir / "envs" / key
-        with self._lock(f"env:{key}"):
+        with self._exclusive(f"env:{key}", path.with_name(key + ".lock")):
             identity = environment_identity(instance)
             marker = path / ".swelab-ready"
             # A cached environment is reused only if it was built by the same recipe from the same pieces (a
