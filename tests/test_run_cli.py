@@ -133,6 +133,9 @@ def test_a_params_file_outside_the_project_runs_every_stage(tmp_path, cache_dir,
     monkeypatch.chdir(params_file.parent)
     # 01..03 alone: the CLI writes the leaderboard and the report through the library
     assert main(["run", str(params_file), "--stages", "01_select,02_generate,03_evaluate"]) == 0
+    shown = capsys.readouterr()
+    # the stages speak while they run: the plan of cells, and a progress bar over the evaluations
+    assert "generate: 2 cells" in shown.out and "evaluate gold__a1" in shown.err
     run_dir = next(outputs.iterdir())
     board = pd.read_csv(run_dir / "leaderboard.csv").set_index("model")
     assert board.loc["gold", "pass@1"] == 1.0 and board.loc["empty", "pass@1"] == 0.0

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from swelab.generate.serve import serve_main
 from swelab.io import atomic_write_text
 from swelab.params import ParamsError, load_params
 from swelab.paths import STAGE_NOTEBOOKS, ProjectNotFound, notebooks_dir
+from swelab.progress import PLAIN_PROGRESS
 from swelab.rundir import RunLayout
 from swelab.service.app import main as service_main
 
@@ -43,6 +47,28 @@ def notebook_parameters(notebook: Path, offered: dict[str, Any]) -> dict[str, An
     return {name: value for name, value in offered.items() if name in declared and value is not None}
 
 
+@contextmanager
+def plain_progress() -> Iterator[None]:
+    """The kernels started meanwhile inherit SWELAB_PLAIN_PROGRESS: their progress bars stream here as text."""
+    before = os.environ.get(PLAIN_PROGRESS)
+    os.environ[PLAIN_PROGRESS] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PLAIN_PROGRESS, None)
+        else:
+            os.environ[PLAIN_PROGRESS] = before
+
+
+def execute_stage(notebook: Path, executed: Path, parameters: dict[str, Any], cwd: Path) -> None:
+    """One notebook through papermill; the stage's printed lines and progress bars (cells planned and reused,
+    environment builds with their durations, each evaluation, errors as they happen) stream to the terminal."""
+    papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(cwd),
+                               progress_bar=False, log_output=False, stdout_file=sys.stdout,
+                               stderr_file=sys.stderr, kernel_name="python3")
+
+
 def run(
     params_file: str, force: bool = False, stages: tuple[str, ...] = NOTEBOOKS, dataset_path: str | None = None
 ) -> Path:
@@ -62,15 +88,9 @@ def run(
     for stage, parameters in plans.items():
         print(f"== {stage}")
         try:
-            papermill.execute_notebook(
-                str(source / f"{stage}.ipynb"),
-                str(out_dir / f"{stage}.ipynb"),
-                parameters=parameters,
-                cwd=str(source.parent),
-                progress_bar=False,
-                log_output=True,
-                kernel_name="python3",
-            )
+            with plain_progress():
+                execute_stage(
+                    source / f"{stage}.ipynb", out_dir / f"{stage}.ipynb", parameters, source.parent)
         except papermill.PapermillExecutionError as exc:
             raise StageFailed(
                 f"{stage} failed ({out_dir / f'{stage}.ipynb'} has the details): {exc.ename}: {exc.evalue}"

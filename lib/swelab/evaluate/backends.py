@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tqdm.auto import tqdm
-
 from swelab.evaluate import harness
 from swelab.evaluate.local import LOCAL_LABEL, EvaluationError, Graded, VerdictCache, evaluate_local, grading_row
 from swelab.executor import LOCAL, Executor, executor_for, worker_workspace
 from swelab.io import read_jsonl, write_json
 from swelab.params import RunParams
+from swelab.progress import tqdm
 from swelab.rundir import PredictionSet, RunLayout
 from swelab.workspace import recipes
 from swelab.workspace.environments import one_line, uses_pytest_venv

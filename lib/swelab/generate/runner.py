@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from swelab.executor import LOCAL, Executor, executor_for, per_process, worker_workspace
 from swelab.generate import autoscale, budgets
 from swelab.generate.agents import Agent, AttemptContext, AttemptOutcome, build_agent
@@ -29,6 +27,7 @@ from swelab.generate.local_model import serve_local_model
 from swelab.generate.serve import ServerProcess, save_thunderagent_state
 from swelab.io import atomic_write_bytes, read_json, write_json
 from swelab.params import ModelConfig, RunParams
+from swelab.progress import tqdm
 from swelab.registry import AGENTS
 from swelab.rundir import CellRecord, RunLayout, Usage
 from swelab.select import dataset
