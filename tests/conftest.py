@@ -226,3 +226,4 @@ def chromium() -> str:
     if done.returncode != 0 or not done.stdout.strip():
         pytest.skip(f"chromium cannot be installed here: {done.stderr.strip()[-500:]}")
     return done.stdout.strip().splitlines()[-1]
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from bs4 import BeautifulSoup
-from scaffold import write_params
+from scaffold import chromium_dom, write_params
 from test_results import write_synthetic_run
 
 from swelab.analyze import artifacts, display, report, results
@@ -22,13 +21,7 @@ PLOTLY_BANNER = "* plotly.js v"
 
 def _dump_dom(browser: str, page: Path) -> str:
     with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
-             "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
-            capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+        return chromium_dom(browser, page.as_uri(), Path(profile))
 
 
 def _chart_divs(html_text: str) -> dict[str, object]:

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 from bs4 import BeautifulSoup
 from fake_openai_server import FakeOpenAIServer, ok
-from scaffold import write_params
+from scaffold import chromium_dom, write_params
 
 from swelab import minibench
 from swelab.analyze import results as tidy
@@ -484,13 +484,7 @@ def _page_dom(browser: str, url: str) -> str:
         sign_in = Path(folder) / "sign-in.html"
         sign_in.write_text(f'<form method="post" action="{url}/login"><input name="token" value="{TOKEN}">'
                            "</form><script>document.forms[0].submit()</script>")
-        done = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", f"--user-data-dir={folder}/profile",
-             "--virtual-time-budget=10000", "--dump-dom", sign_in.as_uri()],
-            capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+        return chromium_dom(browser, sign_in.as_uri(), Path(folder) / "profile", budget_ms=10000)
 
 
 def test_the_status_page_shows_a_job_until_it_finishes(service: Service, chromium: str) -> None:

@@ -10,7 +10,6 @@ the client writes. No shared filesystem is needed, and resume is the run folder'
 from __future__ import annotations
 
 import atexit
-import fcntl
 import html
 import json
 import os
@@ -18,13 +17,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from swelab.params import ExecutorConfig
-from swelab.workspace.environments import Environment
 from swelab.workspace.repos import Workspace, default_cache_dir
 
 T = TypeVar("T")
@@ -251,34 +248,8 @@ def per_process(key: Any, factory: Callable[[], T]) -> T:
         return _PER_PROCESS[key]
 
 
-@contextmanager
-def cache_lock(cache_dir: Path, name: str) -> Iterator[None]:
-    """An exclusive flock under the cache folder, held between processes (and between threads, each opening it)."""
-    path = Path(cache_dir) / "locks" / f"{name.replace('/', '__')}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class SharedCacheWorkspace(Workspace):
-    """A worker's Workspace: worker processes may share one SWELAB_CACHE (a LocalCluster's do), and Workspace's own
-    locks hold between threads of one process only, so a mirror clone and an environment build take an flock too."""
-
-    def mirror(self, repo: str) -> Path:
-        with cache_lock(self.cache_dir, f"mirror-{repo}"):
-            return super().mirror(repo)
-
-    def environment(self, instance: dict) -> Environment:
-        with cache_lock(self.cache_dir, f"env-{self.environment_key(instance)}"):
-            return super().environment(instance)
-
-
 def worker_workspace(repo_sources: dict) -> Workspace:
     """This process's Workspace, one per cache folder (the worker's SWELAB_CACHE) and repo sources: a worker
     clones each mirror and builds each environment once, however many tasks it runs."""
     key = ("workspace", str(default_cache_dir()), json.dumps(repo_sources, sort_keys=True, default=str))
-    return per_process(key, lambda: SharedCacheWorkspace(repo_sources=repo_sources))
+    return per_process(key, lambda: Workspace(repo_sources=repo_sources))

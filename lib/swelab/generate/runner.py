@@ -24,6 +24,7 @@ from swelab.generate.agents.exceptions import ModelGone, outcome_for
 from swelab.generate.agents.trajectory import MINI_TRAJECTORY, REFUSED_PATCH, TRAJECTORY
 from swelab.generate.imports import import_for_params
 from swelab.generate.local_model import serve_local_model
+from swelab.generate.providers import SKIP_KINDS
 from swelab.generate.serve import ServerProcess, save_thunderagent_state
 from swelab.io import atomic_write_bytes, read_json, write_json
 from swelab.params import ModelConfig, RunParams
@@ -35,7 +36,7 @@ from swelab.workspace.repos import Workspace
 
 # A model that answers this way will not answer the next attempt either: skip the rest, say why -- once
 # GONE_CONFIRMATIONS attempts in a row have said so (a transient 404 must not cost a model its other cells).
-MODEL_GONE = ("model_not_found", "unavailable", "auth")
+MODEL_GONE = SKIP_KINDS
 GONE_CONFIRMATIONS = 2
 CRASH_WAIT_S = 5.0  # how long a failed attempt waits for a dying server to finish exiting
 log = logging.getLogger(__name__)

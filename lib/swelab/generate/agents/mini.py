@@ -41,7 +41,6 @@ from swelab.generate.agents.exceptions import (
     Submitted,
     call_exit,
     judge_patch,
-    outcome_for,
 )
 from swelab.generate.agents.shell import SandboxedAgent, prepare_environment, record_end
 from swelab.generate.agents.tools import (
@@ -291,13 +290,6 @@ def mini_ending(exit_status: str) -> AgentExit:
 
 class MiniSweAgent(SandboxedAgent):
     mode = "mini-swe-agent"
-
-    def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
-        try:
-            self.require_sandbox()
-            return self._attempt(instance, ctx)
-        except Exception as end:  # noqa: BLE001 - an ending before mini's loop (no sandbox, no package, no worktree)
-            return outcome_for(end)
 
     def _attempt(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
         _import_minisweagent()

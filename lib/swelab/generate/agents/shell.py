@@ -186,17 +186,21 @@ class SandboxedAgent:
         except SandboxUnavailable as exc:
             raise SandboxMissing(f"{self.mode} mode needs a sandbox: {exc}") from exc
 
-
-class ShellAgent(SandboxedAgent):
-    mode = "shell"
-
-    # -- entry point ----------------------------------------------------------------------------------
     def run(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
+        """No sandbox, no run; every ending (an exit raised by the loop, or one before it: no worktree, no
+        package) becomes the outcome through exceptions.outcome_for."""
         try:
             self.require_sandbox()
             return self._attempt(instance, ctx)
-        except Exception as end:  # noqa: BLE001 - an ending before the loop (no sandbox, no worktree)
+        except Exception as end:  # noqa: BLE001 - every ending is mapped, never lost
             return outcome_for(end)
+
+    def _attempt(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
+        raise NotImplementedError
+
+
+class ShellAgent(SandboxedAgent):
+    mode = "shell"
 
     def _attempt(self, instance: dict, ctx: AttemptContext) -> AttemptOutcome:
         cell_dir = Path(ctx.cell_dir)
