@@ -34,7 +34,8 @@ from swelab.workspace.repos import Workspace
 
 PYPI_NAMES = {
     "psf/requests": "requests", "pallets/flask": "flask", "sympy/sympy": "sympy", "pylint-dev/pylint": "pylint",
-    "django/django": "django",
+    "django/django": "django", "scikit-learn/scikit-learn": "scikit-learn", "matplotlib/matplotlib": "matplotlib",
+    "astropy/astropy": "astropy",
 }
 # sympy's source releases leave out bin/test, the runner its eval script calls; this is the part of it that
 # matters here (-C turns the cache off before sympy is imported, --verbose prints one line per test).

@@ -11,6 +11,10 @@ rewrites docs/FIDELITY.md from every result so far:
     .venv/bin/python tests/fidelity/run.py --rows pytest-dev__pytest-5227 --source pytest-dev/pytest=/work/.mirror/...
     .venv/bin/python tests/fidelity/run.py --render-only      # the table from the results so far
 
+`--near-release` stands each row's repository in by the PyPI source release nearest its base commit that takes
+both patches (tests/near_base_check.py: for repositories whose history is larger than a `fetch` snapshot, Django,
+matplotlib, scikit-learn); the table says which release.
+
 `--source REPO=PATH` names a local git repository holding the rows' exact base commits (a bare mirror, a
 `fetch` snapshot); rows of a repository without one are cloned from GitHub. `--why INSTANCE=TEXT` records the
 reason of a disagreement (the table shows it).
@@ -19,7 +23,9 @@ reason of a disagreement (the table shows it).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +40,9 @@ from swelab.rundir import RunLayout
 from swelab.select.instances import resolve_instances, write_run_instances
 from swelab.workspace import recipes
 from swelab.workspace.repos import Workspace, default_cache_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for near_base_check
+import near_base_check  # noqa: E402 - tests/near_base_check.py: source releases stand in for a repository's history
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parents[1]
@@ -103,6 +112,30 @@ def grade(data: Path, rows: list[dict], sources: dict, cache: Path, timeout_s: f
                 "pins": "Verified image pins" if recipes.instance_pins(row) else "(repo, version) spec",
             }
         return results
+
+
+def grade_near_release(rows: list[dict], folder: Path, cache: Path, timeout_s: float, workers: int) -> dict:
+    """Gold and no-patch verdicts with each row's repository stood in by its nearest source release."""
+    folder.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    releases: dict[tuple[str, str], Path] = {}
+    results = {}
+    for row in rows:
+        found = near_base_check.nearest_release(row, folder)
+        if found is None:
+            print(f"skip {row['instance_id']}: no source release takes both the test patch and the gold patch")
+            continue
+        filename, repo, commit = found
+        groups[(row["repo"], filename)].append(dict(row, base_commit=commit, environment_setup_commit=commit))
+        releases[(row["repo"], filename)] = repo
+    for (repo_name, filename), stand_ins in groups.items():
+        data = folder / f"{filename}.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in stand_ins))
+        graded = grade(data, stand_ins, {repo_name: str(releases[(repo_name, filename)])}, cache, timeout_s, workers)
+        for result in graded.values():
+            result["checked_at"] = f"nearest source release ({filename})"
+        results.update(graded)
+    return results
 
 
 def _failures(report: dict) -> list[str]:
@@ -175,6 +208,21 @@ def _summary(result: dict) -> str:
     return "no-patch resolved"
 
 
+def merge_results(new: dict, why: dict[str, str]) -> dict:
+    """Merge `new` results (and reasons) into the results file under a lock, so runs of several repositories
+    at once do not lose each other's rows; the file is replaced atomically. Returns every result."""
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results.update(new)  # a re-graded row drops the reason written for its old result
+        for iid, text in why.items():
+            results.setdefault(iid, {}).update(why=text)
+        temporary = RESULTS.with_suffix(f".tmp{os.getpid()}")
+        temporary.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        temporary.replace(RESULTS)
+        return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=PROJECT.parent / "shared" / "data" / "swe-bench-lite-test.jsonl")
@@ -187,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--why", action="append", default=[], help="INSTANCE=why it disagrees")
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--near-release", action="store_true", help="stand repositories in by source releases")
+    parser.add_argument("--release-dir", type=Path, default=Path(tempfile.gettempdir()) / "swelab-near-base")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results: dict = {}
     if not args.render_only:
         sources = dict(item.split("=", 1) for item in args.source)
         chosen = choose(rows, args.rows, args.repo, args.per_version)
@@ -197,12 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         for row in chosen:
             if row not in supported:
                 print(f"skip {row['instance_id']}: {recipes.supported(row)[1]}")
-        if supported:
+        if supported and args.near_release:
+            results.update(grade_near_release(supported, args.release_dir, args.cache, args.timeout, args.workers))
+        elif supported:
             results.update(grade(args.data, supported, sources, args.cache, args.timeout, args.workers))
-    for item in args.why:
-        iid, text = item.split("=", 1)
-        results.setdefault(iid, {}).update(why=text)
-    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    why = dict(item.split("=", 1) for item in args.why)
+    results = merge_results(results if not args.render_only else {}, why)
     TABLE.write_text(render(results, rows))
     print(f"{len(results)} results -> {TABLE}")
     return 0

@@ -76,6 +76,13 @@ class Recipe:
     # itself is under test (pytest: its console script and dependencies change from commit to commit) gets one
     # environment per base commit instead of one per setup commit.
     install_at_base: bool = False
+    # local target only: commands that compile the project's extensions in the worktree, after the patch (the
+    # official eval script reruns the install there); the sandbox has no network, so the environment holds every
+    # build dependency. Projects with compiled parts (astropy, matplotlib, scikit-learn) need it: the tests
+    # import the worktree, which has no compiled modules of its own.
+    build_inplace: tuple[str, ...] = ()
+    # variables every command of the environment gets; "{env}" stands for the environment's folder
+    variables: tuple[tuple[str, str], ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -438,6 +445,7 @@ def eval_script_for(row: dict, target: str = "local") -> str:
             *(command for command in recipe.eval_commands if command.startswith("export ")),
             *recipe.worktree_edits,
             *(f'cp "$VIRTUAL_ENV/setup-src/{path}" {path}' for path in recipe.generated),
+            *recipe.build_inplace,
         ]
     lines += [
         reset,
@@ -610,6 +618,7 @@ def build_environment(
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
     log_path = build_log_path(path)
     build_env = dict(os.environ)
+    build_env.update({name: value.replace("{env}", str(path)) for name, value in recipe.variables})
     version = scm_version(mirror, source_commit)
     if version:
         build_env["SETUPTOOLS_SCM_PRETEND_VERSION"] = version
@@ -626,5 +635,14 @@ def build_environment(
                 why = failure_line((result.stdout or "") + "\n" + (result.stderr or ""))
                 raise RecipeError(f"{instance['instance_id']}: environment step failed: {' '.join(argv[-3:])}: "
                                   f"{why} (log: {log_path})")
-    if (path / "locale").is_dir():
-        (path / "swelab-env.json").write_text(json.dumps({"LOCPATH": str(path / "locale")}))
+    write_variables(recipe, path)
+
+
+def write_variables(recipe: Recipe, env: Path) -> None:
+    """The variables every command in the environment gets (swelab-env.json, read by the workspace): the recipe's
+    own, and LOCPATH when a locale was built into it."""
+    variables = {name: value.replace("{env}", str(env)) for name, value in recipe.variables}
+    if (env / "locale").is_dir():
+        variables["LOCPATH"] = str(env / "locale")
+    if variables:
+        (env / "swelab-env.json").write_text(json.dumps(variables))
