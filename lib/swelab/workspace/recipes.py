@@ -275,6 +275,12 @@ for _v in "0.12 0.18 0.19 0.20 2022.03 2022.06 2022.09 2023.07 2024.05".split():
         notes=("the optional backends of ci/requirements/environment.yml (netCDF4, h5netcdf, zarr, cftime, ...) "
                "come only with Verified pins; without them their tests are skipped",))
 
+# ---- astropy/astropy (compiled: build_inplace)
+
+# ---- scikit-learn/scikit-learn (compiled: build_inplace)
+
+# ---- matplotlib/matplotlib (compiled: build_inplace)
+
 # Repositories whose official images compile C/Cython extensions at the base commit and again after the patch
 # (their eval script reruns the install). The local backend shares one environment per pin set and imports the
 # worktree, which has no compiled extensions: refused until a per-instance in-place build is in place.
@@ -287,6 +293,9 @@ REFUSED = {
     "scikit-learn/scikit-learn": "no local recipe for scikit-learn/scikit-learn: it compiles Cython extensions at "
                                  f"each base commit (and again after the patch); {_NOT_BUILT}",
 }
+
+# Versions of a supported repository that still cannot be built here, with the reason (the rest have recipes).
+REFUSED_VERSIONS: dict[tuple[str, str], str] = {}
 
 
 class RecipeError(RuntimeError):
@@ -370,6 +379,8 @@ def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
     key = (row["repo"], str(row["version"]))
     if row["repo"] in REFUSED:
         return False, REFUSED[row["repo"]]
+    if key in REFUSED_VERSIONS:
+        return False, REFUSED_VERSIONS[key]
     if key not in RECIPES:
         repos = sorted({repo for repo, _ in RECIPES})
         if row["repo"] not in repos:
