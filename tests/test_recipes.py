@@ -579,3 +579,67 @@ def test_pytest_is_installed_at_each_base_commit_in_its_own_environment():
     assert recipes.install_commit(lite("psf__requests-3362")) is None  # the others: one per setup commit
     script = recipes.eval_script_for(row)
     assert 'cp "$VIRTUAL_ENV/setup-src/src/_pytest/_version.py" src/_pytest/_version.py' in script
+
+
+EXT_C = """#include <Python.h>
+static PyObject *add(PyObject *self, PyObject *args) {
+    long a, b;
+    if (!PyArg_ParseTuple(args, "ll", &a, &b)) return NULL;
+    return PyLong_FromLong(a %s b);
+}
+static PyMethodDef methods[] = {{"add", add, METH_VARARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+"""
+# the project's "setup.py build_ext --inplace": gcc with the interpreter's headers, the module lands in the worktree;
+# BUILD_FLAG comes from the recipe's variables (so they reach the sandboxed commands)
+BUILD_EXT = (
+    "python -c \"import os, subprocess, sysconfig; subprocess.check_call(['gcc', '-shared', '-fPIC', "
+    "os.environ['BUILD_FLAG'], '-I' + sysconfig.get_paths()['include'], 'requests/_speedups.c', '-o', "
+    "'requests/_speedups' + sysconfig.get_config_var('EXT_SUFFIX')])\""
+)
+
+
+def test_compiled_extensions_are_built_in_the_worktree_after_the_patch(tmp_path, monkeypatch):
+    """A project with a C extension (astropy, matplotlib, scikit-learn): the shared environment cannot hold each
+    instance's compiled modules, so the eval script builds them in the worktree, inside the sandbox, after the
+    model's patch. The gold patch fixes the C source: it resolves only if the build sees the patched source."""
+    from swelab.evaluate.local import evaluate_local
+    from swelab.workspace.repos import BUILD_RECORD, Workspace
+
+    repo = tmp_path / "requests"
+    (repo / "requests").mkdir(parents=True)
+    (repo / "requests" / "__init__.py").write_text("from requests._speedups import add\n")
+    (repo / "requests" / "_speedups.c").write_text(EXT_C % "-")
+    (repo / "test_requests.py").write_text("def test_import():\n    import requests\n")
+    git("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "base", cwd=repo)
+    base = git("rev-parse", "HEAD", cwd=repo).strip()
+    gold = _diff(repo, lambda r: (r / "requests" / "_speedups.c").write_text(EXT_C % "+"))
+    test_patch = _diff(repo, lambda r: (r / "test_requests.py").write_text(
+        "def test_import():\n    import requests\n\n\ndef test_add():\n    from requests import add\n"
+        "    assert add(2, 2) == 4\n"))
+    row = {"instance_id": "psf__requests-9998", "repo": "psf/requests", "version": "2.10", "base_commit": base,
+           "environment_setup_commit": base, "patch": gold, "test_patch": test_patch, "problem_statement": "add",
+           "FAIL_TO_PASS": json.dumps(["test_requests.py::test_add"]),
+           "PASS_TO_PASS": json.dumps(["test_requests.py::test_import"])}
+    monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
+    monkeypatch.setattr(recipes, "environment_steps", _offline_steps)
+    compiled = recipes.Recipe(**{**recipes.RECIPES[("psf/requests", "2.10")].__dict__, "services": (),
+                                 "build_inplace": (BUILD_EXT,), "variables": (("BUILD_FLAG", "-O1"),)})
+    monkeypatch.setitem(recipes.RECIPES, ("psf/requests", "2.10"), compiled)
+    script = recipes.eval_script_for(row)
+    assert script.index(BUILD_EXT) < script.index("git apply -v - <<")  # after the patch, before the test patch
+
+    workspace = Workspace(cache_dir=tmp_path / "cache", repo_sources={"psf/requests": str(repo)})
+    resolved = evaluate_local(row, gold, workspace, timeout_s=300)
+    assert resolved.resolved, resolved.log[-3000:]
+    unpatched = evaluate_local(row, "", workspace, timeout_s=300)
+    assert not unpatched.resolved
+    assert unpatched.report["tests_status"]["FAIL_TO_PASS"]["failure"] == ["test_requests.py::test_add"]
+    assert unpatched.report["tests_status"]["PASS_TO_PASS"]["success"] == ["test_requests.py::test_import"]
+    env = workspace.environment(recipes.with_grading_fields(row))
+    assert dict(env.variables)["BUILD_FLAG"] == "-O1"
+    record = json.loads((env.path / BUILD_RECORD).read_text())
+    assert record["repo"] == "psf/requests" and record["seconds"] >= 0

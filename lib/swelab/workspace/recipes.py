@@ -276,6 +276,45 @@ for _v in "0.12 0.18 0.19 0.20 2022.03 2022.06 2022.09 2023.07 2024.05".split():
                "come only with Verified pins; without them their tests are skipped",))
 
 # ---- astropy/astropy (compiled: build_inplace)
+# 4.1.0 SPECS_ASTROPY for 4.1-v5.3 (pyproject builds: extension-helpers, Cython, oldest-supported-numpy). The official
+# eval script reruns `pip install -e .[test]` after the patch: pip's isolated build environment fetches the
+# pyproject's build requirements (network) and compiles the extensions into /testbed. Here the sandbox has no
+# network, so the environment build installs those same requirements (the setup commit's pyproject, after the
+# official setuptools==68.0.0 edit) into a folder of their own, {env}/build-deps, kept off the tests' path: the test
+# environment stays exactly the official pins (numpy 1.25.2), and the worktree's extensions are compiled against
+# the build requirements' numpy (1.19.3 from oldest-supported-numpy), as pip's isolated build does.
+_ASTROPY_PINS = (
+    "attrs==23.1.0", "exceptiongroup==1.1.3", "execnet==2.0.2", "hypothesis==6.82.6", "iniconfig==2.0.0",
+    "numpy==1.25.2", "packaging==23.1", "pluggy==1.3.0", "psutil==5.9.5", "pyerfa==2.0.0.3",
+    "pytest-arraydiff==0.5.0", "pytest-astropy-header==0.2.2", "pytest-astropy==0.10.0", "pytest-cov==4.1.0",
+    "pytest-doctestplus==1.0.0", "pytest-filter-subpackage==0.1.2", "pytest-mock==3.11.1", "pytest-openfiles==0.5.0",
+    "pytest-remotedata==0.4.0", "pytest-xdist==3.3.1", "pytest==7.4.0", "PyYAML==6.0.1", "setuptools==68.0.0",
+    "sortedcontainers==2.4.0", "tomli==2.0.1",
+)
+_ASTROPY_SETUPTOOLS = "sed -i 's/requires = \\[\"setuptools\",/requires = \\[\"setuptools==68.0.0\",/' pyproject.toml"
+# Run in the setup checkout ({env}/setup-src, so ../bin/python is the environment's), with network, after the edit.
+_ASTROPY_BUILD_DEPS = (
+    "../bin/python -c \"import subprocess, sys, tomli; "
+    "requires = tomli.load(open('pyproject.toml', 'rb'))['build-system']['requires']; "
+    "subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', '--target', '../build-deps', *requires])\""
+)
+# In the worktree after the patch (no network): what pip's editable install compiles, in place, with the build
+# requirements first on the path (their setuptools_scm also writes astropy/_version.py, as the install does).
+_ASTROPY_BUILD = (
+    'PYTHONPATH="$VIRTUAL_ENV/build-deps${PYTHONPATH:+:$PYTHONPATH}" python setup.py build_ext --inplace -j 2',
+)
+for _v in ("4.1", "4.2", "4.3", "5.0", "5.1", "5.2", "v5.3"):
+    RECIPES[("astropy/astropy", _v)] = Recipe(
+        python="3.10" if _v == "v5.3" else "3.9",
+        install="python -m pip install -e .[test] --verbose",
+        pip_packages=_ASTROPY_PINS,
+        test_cmd=TEST_PYTEST,
+        log_parser="parse_log_astropy",  # 4.1.0 MAP_REPO_TO_PARSER: parse_log_pytest_v2
+        pre_install=(_ASTROPY_SETUPTOOLS, _ASTROPY_BUILD_DEPS),
+        build_inplace=_ASTROPY_BUILD,
+        notes=("the extensions are built with the build requirements of the setup commit's pyproject (its Cython "
+               "pin); the official rebuild after the patch uses the base commit's",),
+    )
 
 # ---- scikit-learn/scikit-learn (compiled: build_inplace)
 
@@ -286,8 +325,6 @@ for _v in "0.12 0.18 0.19 0.20 2022.03 2022.06 2022.09 2023.07 2024.05".split():
 # worktree, which has no compiled extensions: refused until a per-instance in-place build is in place.
 _NOT_BUILT = "the local backend does not build per-instance extensions yet: use the Docker harness"
 REFUSED = {
-    "astropy/astropy": "no local recipe for astropy/astropy: it compiles C/Cython extensions at each base commit "
-                       f"(and again after the patch); {_NOT_BUILT}",
     "matplotlib/matplotlib": "no local recipe for matplotlib/matplotlib: it compiles C++ extensions (and qhull) "
                              f"at each base commit; {_NOT_BUILT}",
     "scikit-learn/scikit-learn": "no local recipe for scikit-learn/scikit-learn: it compiles Cython extensions at "

@@ -10,12 +10,14 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from swelab import minibench
+from swelab.io import write_json
 from swelab.workspace.environments import (
     Environment,
     build_environment,
@@ -26,6 +28,7 @@ from swelab.workspace.errors import WorkspaceError
 from swelab.workspace.git import git
 
 DEFAULT_SOURCE = "https://github.com/{repo}.git"
+BUILD_RECORD = ".swelab-build.json"  # inside an environment: its repo, version and build seconds
 
 
 def default_cache_dir() -> Path:
@@ -120,7 +123,11 @@ class Workspace:
             # A cached environment is reused only if it was built by the same recipe from the same pieces (a
             # borrowed pytest that moved, a new interpreter): otherwise it is rebuilt, never trusted stale.
             if not marker.exists() or marker.read_text() != identity:
+                started = time.monotonic()
                 build_environment(instance, path, self.ensure_commit)
+                # what the build cost, for docs/BENCHMARKS.md (tests/benchmarks/environment_cost.py reads it)
+                write_json(path / BUILD_RECORD, {"repo": instance["repo"], "version": str(instance["version"]),
+                                                 "seconds": round(time.monotonic() - started, 1)})
                 marker.write_text(identity)
                 self.builds["environments"] += 1
         variables_file = path / "swelab-env.json"
