@@ -451,3 +451,25 @@ def test_no_sandbox_no_run(kind, monkeypatch, tmp_path):
     model = ModelConfig(name="m", kind=kind, provider="vllm", model_id="m", base_url="http://127.0.0.1:9/v1")
     outcome = build_agent(model).run({"instance_id": "x"}, SimpleNamespace())
     assert outcome.status == "error" and outcome.error.startswith(f"{kind} mode needs a sandbox: bwrap not found")
+
+
+def test_the_agent_cannot_reach_the_upstream_fix_through_git(toy_repo, workspace, tmp_path):
+    """The mirror holds the project's whole history, the upstream fix included (a commit after the base). The
+    agent works in a repository of the base commit alone: `git log --all` and `git cat-file` do not know the fix,
+    and the only commit object it can read is the base; `git diff` against the base still works."""
+    repo, instance = toy_repo
+    (repo / "toy" / "core.py").write_text((repo / "toy" / "core.py").read_text() + "# UPSTREAM-FIX-MARKER\n")
+    git("-c", "commit.gpgsign=false", "commit", "-qam", "the upstream fix", cwd=repo)
+    fix = git("rev-parse", "HEAD", cwd=repo).stdout.strip()
+    workspace.ensure_commit(instance["repo"], fix)  # the mirror really holds the fix: the isolation must hide it
+    packs = "git cat-file --batch-all-objects --batch-check | grep -w commit"  # every object, packed or loose
+    turns = [ok(f"```bash\ngit log --all --format=%H; git cat-file -t {fix}\n```"), ok(f"```bash\n{packs}\n```"),
+             ok(f"```bash\n{PY_FIX}\n```"), ok(f"```bash\necho {SUBMIT}\n```")]
+    outcome, requests, ctx = run_scripted(turns, tmp_path, workspace, instance, tool_calling=False)
+    assert outcome.status == "ok", outcome.error
+    steps = [row for row in read_jsonl(ctx.cell_dir / "trajectory.jsonl") if row.get("event") == "step"]
+    history, packed = (steps[0]["actions"][0]["output"], steps[1]["actions"][0]["output"])
+    assert instance["base_commit"] in history and "could not get object info" in history
+    assert fix not in history.replace(f"git cat-file -t {fix}", "")
+    assert [line.split()[0] for line in packed.splitlines() if " commit " in line] == [instance["base_commit"]]
+    assert_applies_and_fixes(repo, instance["base_commit"], outcome.model_patch, tmp_path)

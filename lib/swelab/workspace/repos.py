@@ -92,11 +92,22 @@ class Workspace:
         return mirror
 
     @contextmanager
-    def worktree(self, instance: dict) -> Iterator[Path]:
-        """A fresh detached worktree at the instance's base commit, removed afterwards."""
+    def worktree(self, instance: dict, history: bool = True) -> Iterator[Path]:
+        """A fresh detached worktree at the instance's base commit, removed afterwards.
+
+        history=False is what an agent works in: a standalone repository holding the base commit alone (a
+        depth-1 fetch from the mirror), so no later commit, the upstream fix among them, can be reached from
+        inside, by `git log --all` or by reading the mirror's packs; the base commit keeps its real id."""
         mirror = self.ensure_commit(instance["repo"], instance["base_commit"])
         path = self.cache_dir / "worktrees" / f"{instance['instance_id']}-{uuid.uuid4().hex[:8]}"
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not history:
+            try:
+                snapshot(mirror, instance["base_commit"], path)
+                yield path
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+            return
         with self._lock(f"worktrees:{instance['repo']}"):  # git's worktree list is not safe to edit concurrently
             git("worktree", "add", "--quiet", "--detach", str(path), instance["base_commit"], cwd=mirror)
         try:
@@ -133,3 +144,13 @@ class Workspace:
         variables_file = path / "swelab-env.json"
         variables = json.loads(variables_file.read_text()) if variables_file.exists() else {}
         return Environment(key=key, path=path, variables=tuple(sorted(variables.items())))
+
+
+def snapshot(mirror: Path, commit: str, path: Path) -> None:
+    """A new repository at `path` holding `commit` alone (its tree, no parents), checked out detached."""
+    git("init", "--quiet", str(path))
+    # a mirror serves any commit it holds to this one fetch only; its own config is left alone
+    upload_pack = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
+    git("fetch", "--quiet", "--no-tags", "--depth", "1", f"--upload-pack={upload_pack}", str(mirror), commit,
+        cwd=path)
+    git("checkout", "--quiet", "--detach", commit, cwd=path)

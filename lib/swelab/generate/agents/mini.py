@@ -303,7 +303,8 @@ class MiniSweAgent(SandboxedAgent):
         progress = Progress()
         end: BaseException = AgentBug("mini-swe-agent returned without an ending")  # replaced below
         submission = ""
-        with ctx.workspace.worktree(instance) as worktree:
+        # a repository of the base commit alone: the agent's commands cannot reach the upstream fix
+        with ctx.workspace.worktree(instance, history=False) as worktree:
             worktree = Path(worktree)
             env_vars, ro_paths, note = prepare_environment(instance, ctx, self.model)
             environment = SandboxEnvironment(worktree, command_timeout_s=command_timeout,

@@ -207,7 +207,8 @@ class ShellAgent(SandboxedAgent):
         state = LoopState(text_mode=not self.model.options.tool_calling)
         progress = Progress()
         end: BaseException = AgentBug("the shell loop returned without an ending")  # a guard: _loop raises
-        with ctx.workspace.worktree(instance) as worktree:
+        # a repository of the base commit alone: the agent's commands cannot reach the upstream fix
+        with ctx.workspace.worktree(instance, history=False) as worktree:
             try:
                 with open_program(self.model, cell_dir, instance["instance_id"], ctx.attempt) as client:
                     try:
