@@ -150,3 +150,23 @@ def test_a_params_file_outside_the_project_runs_every_stage(tmp_path, cache_dir,
     assert {p.name for p in (run_dir / "charts").glob("*.html")} >= {"leaderboard.html", "per_repo.html"}
     assert not (tmp_path / "elsewhere" / "outputs").exists()
     assert "gold" in capsys.readouterr().out
+
+
+def test_stage_kernels_talk_over_private_unix_sockets(tmp_path, capfd):
+    """No TCP port on localhost for a stage's kernel (another local user could connect to it), and so no
+    'running over TCP without encryption' warning in every stage's output."""
+    import nbformat
+
+    from swelab.cli import execute_stage, ipc_kernel_manager
+
+    manager = ipc_kernel_manager(tmp_path)()
+    assert manager.transport == "ipc" and manager.ip.startswith(str(tmp_path))
+    notebook = tmp_path / "stage.ipynb"
+    cell = nbformat.v4.new_code_cell("print('transport ok')")
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), notebook)
+    execute_stage(notebook, tmp_path / "executed.ipynb", {}, tmp_path)
+    shown = capfd.readouterr()
+    assert "transport" in shown.out
+    assert "without encryption" not in shown.out + shown.err
+    executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    assert executed.cells[0].outputs and "transport" in executed.cells[0].outputs[0]["text"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import nbformat
 import pandas as pd
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 
 from swelab.analyze.artifacts import write_analysis
 from swelab.analyze.reconcile import main as reconcile_main
@@ -61,12 +63,30 @@ def plain_progress() -> Iterator[None]:
             os.environ[PLAIN_PROGRESS] = before
 
 
+class IPCKernelManager(AsyncKernelManager):
+    """A kernel reached over unix sockets in a private (0700) folder instead of TCP ports on localhost: no port
+    another local user could connect to, and no "running over TCP without encryption" warning in every stage."""
+
+    socket_dir = ""  # set by `ipc_kernel_manager`
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.transport = "ipc"
+        self.ip = os.path.join(self.socket_dir, "kernel")
+
+
+def ipc_kernel_manager(socket_dir: Path) -> type[IPCKernelManager]:
+    return type("IPCKernelManager", (IPCKernelManager,), {"socket_dir": str(socket_dir)})
+
+
 def execute_stage(notebook: Path, executed: Path, parameters: dict[str, Any], cwd: Path) -> None:
     """One notebook through papermill; the stage's printed lines and progress bars (cells planned and reused,
     environment builds with their durations, each evaluation, errors as they happen) stream to the terminal."""
-    papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(cwd),
-                               progress_bar=False, log_output=False, stdout_file=sys.stdout,
-                               stderr_file=sys.stderr, kernel_name="python3")
+    with tempfile.TemporaryDirectory(prefix="swelab-kernel-") as sockets:
+        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, cwd=str(cwd),
+                                   progress_bar=False, log_output=False, stdout_file=sys.stdout,
+                                   stderr_file=sys.stderr, kernel_name="python3",
+                                   kernel_manager_class=ipc_kernel_manager(Path(sockets)))
 
 
 def run(
