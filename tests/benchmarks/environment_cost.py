@@ -5,9 +5,9 @@
 1. Builds, cold and one at a time, the environments of the 9 requests and flask Lite rows whose exact base commits
    ../shared/data/repos/ holds (a fresh cache: PyPI downloads come from pip's own cache when warm), timing each.
 2. Grades every row's gold patch `--rounds` times with warm environments (evaluations per minute per core: one
-   evaluation runs its tests on one core), and runs the same eval scripts with plain bash in the same worktrees as
-   the baseline measured in the same run (trusted gold patches only: a measurement, never a grading path). Every
-   gold verdict must be resolved.
+   evaluation runs its tests on one core); the baseline, measured in the same run, is the time the tests take by
+   themselves (pytest's own summary line in each log), so the ratio is what grading adds around the tests: the
+   worktree, the sandbox, the stand-in services, the parse. Every gold verdict must be resolved.
 3. With `--cache DIR` (the fidelity runs' cache, say), lists the build time and disk of every environment built
    there (Workspace records each build's seconds in the environment's .swelab-build.json).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -29,13 +30,18 @@ from swelab import sandbox
 from swelab.evaluate import local
 from swelab.workspace.repos import BUILD_RECORD, Workspace
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sandbox_cost import unsandboxed  # noqa: E402 - the same bare-bash baseline as the sandbox benchmark
-
 SHARED = Path(os.environ.get("SWELAB_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 ARCHIVES = {"psf/requests": "psf__requests.git.tar.gz", "pallets/flask": "pallets__flask.git.tar.gz"}
 ROWS = ["pallets__flask-4045", "pallets__flask-4992", "pallets__flask-5063", "psf__requests-1963",
         "psf__requests-2148", "psf__requests-2317", "psf__requests-2674", "psf__requests-3362", "psf__requests-863"]
+
+
+def pytest_seconds(log: str) -> float:
+    """The run time pytest reports for itself on its summary line ("== 12 passed in 3.21s ==")."""
+    found = re.findall(r"=+ .*? in ([0-9.]+)s(?: \([0-9:]+\))? =+", log)
+    if not found:
+        sys.exit(f"no pytest summary line in the log:\n{log[-1500:]}")
+    return float(found[-1])
 
 
 def disk_mb(path: Path) -> float:
@@ -84,23 +90,20 @@ def main() -> None:
         print(f"   {row['repo']} {row['version']}: {built[key][0]:.0f} s, {built[key][1]:.0f} MB")
 
     print(f"2. warm grading, {args.rounds} rounds of {len(ROWS)} gold patches")
-    graded, bare = [], []
-    sandboxed_run = local.run_eval_script
+    graded, tests_only = [], []
     for _ in range(args.rounds):
-        for mode, times in (("graded", graded), ("bare", bare)):
-            local.run_eval_script = sandboxed_run if mode == "graded" else unsandboxed
-            for iid in ROWS:
-                started = time.perf_counter()
-                verdict = local.evaluate_local(rows[iid], rows[iid]["patch"], workspace, timeout_s=1800)
-                times.append(time.perf_counter() - started)
-                if mode == "graded" and not verdict.resolved:
-                    sys.exit(f"{iid}: the gold patch did not resolve:\n{verdict.log[-2000:]}")
-    local.run_eval_script = sandboxed_run
-    median_graded, median_bare = statistics.median(graded), statistics.median(bare)
-    print(f"   graded (sandbox + worktree + swebench grading): median {median_graded:.2f} s per evaluation, "
+        for iid in ROWS:
+            started = time.perf_counter()
+            verdict = local.evaluate_local(rows[iid], rows[iid]["patch"], workspace, timeout_s=1800)
+            graded.append(time.perf_counter() - started)
+            if not verdict.resolved:
+                sys.exit(f"{iid}: the gold patch did not resolve:\n{verdict.log[-2000:]}")
+            tests_only.append(pytest_seconds(verdict.log))
+    median_graded, median_tests = statistics.median(graded), statistics.median(tests_only)
+    print(f"   graded (worktree, sandbox, stand-ins, swebench grading): median {median_graded:.2f} s per evaluation, "
           f"{60 / median_graded:.1f} evaluations per minute per core")
-    print(f"   bare (same eval script, plain bash, same worktree): median {median_bare:.2f} s")
-    print(f"   ratio graded / bare (medians): {median_graded / median_bare:.2f}x")
+    print(f"   the tests themselves (pytest's own summary time in the same logs): median {median_tests:.2f} s")
+    print(f"   ratio graded / tests (medians): {median_graded / median_tests:.2f}x")
 
     for cache in args.cache:
         print(f"3. environments built in {cache}")
