@@ -208,6 +208,20 @@ def test_nested_pytest_sessions_never_make_a_genuine_log_untrusted(toy_repo):
     assert any("reported both" in problem for problem in log_problems(single, row))
 
 
+def test_a_coloured_pytest_summary_is_read(toy_repo):
+    # sphinx's tox.ini sets PYTEST_ADDOPTS=--color yes: the summary line comes wrapped in ANSI escapes, in the
+    # official logs too; a genuine coloured log is trusted, and a coloured log with no summary still is not
+    _, instance = toy_repo
+    row = grading_row(instance)
+    graded = json.loads(row["FAIL_TO_PASS"])[0]
+    start = "\x1b[1m============================= test session starts ==============================\x1b[0m\n"
+    coloured = _pytest_log(f"{start}PASSED {graded}\n\x1b[32m============ \x1b[32m\x1b[1m1 passed\x1b[0m"
+                           "\x1b[32m in 0.02s\x1b[0m\x1b[32m ============\x1b[0m")
+    assert log_problems(coloured, row) == []
+    cut = _pytest_log(f"{start}PASSED {graded}\n")
+    assert any("never printed its summary" in problem for problem in log_problems(cut, row))
+
+
 def test_the_cache_keeps_what_ran_and_our_checks_run_again_on_every_read(tmp_path, toy_repo):
     from swelab.evaluate.local import Graded
 

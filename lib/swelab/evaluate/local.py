@@ -180,7 +180,8 @@ def log_problems(log: str, row: dict) -> list[str]:
         if statuses & _PASSING and statuses & _FAILING:
             problems.append(f"{test} is reported both {'/'.join(sorted(statuses))}: a forged result line")
     if "test session starts" in sliced:  # pytest ran: its own count must cover the tests reported passing
-        summaries = _PYTEST_SUMMARY.findall(sliced)
+        # tox may colour pytest (sphinx's tox.ini: PYTEST_ADDOPTS=--color yes): the summary line is read plain
+        summaries = _PYTEST_SUMMARY.findall(recipes.ANSI_ESCAPE.sub("", sliced))
         passing = sum(1 for statuses in seen.values() if statuses & _PASSING)
         if not summaries:
             problems.append("pytest started but never printed its summary line: the run ended early")
