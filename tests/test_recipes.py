@@ -643,3 +643,12 @@ def test_compiled_extensions_are_built_in_the_worktree_after_the_patch(tmp_path,
     assert dict(env.variables)["BUILD_FLAG"] == "-O1"
     record = json.loads((env.path / BUILD_RECORD).read_text())
     assert record["repo"] == "psf/requests" and record["seconds"] >= 0
+
+
+def test_a_recipe_whose_compiler_is_missing_is_refused_up_front(monkeypatch):
+    row = {"instance_id": "psf__requests-1", "repo": "psf/requests", "version": "2.10"}
+    missing = recipes.Recipe(**{**recipes.RECIPES[("psf/requests", "2.10")].__dict__,
+                                "variables": (("CC", "/nonexistent/ccache/gcc"),)})
+    monkeypatch.setitem(recipes.RECIPES, ("psf/requests", "2.10"), missing)
+    ok, reason = recipes.supported(row)
+    assert not ok and "/nonexistent/ccache/gcc" in reason and "make system-deps" in reason
