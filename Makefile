@@ -27,8 +27,9 @@ system-deps:
 		print('sandbox: ' + (('UNAVAILABLE: ' + p) if p else 'ok; limits: ' + sandbox.limits_in_force()))"; fi
 	@{ command -v gcc && command -v g++ && command -v pkg-config && command -v dot; } >/dev/null \
 		|| bash tests/apt_install.sh build-essential pkg-config graphviz  # environment builds: sdists, sphinx 7.2+
-	@{ test -x /usr/lib/ccache/gcc && test -e /usr/include/libqhull_r/libqhull_r.h && pkg-config --exists freetype2 cairo; } \
-		2>/dev/null || bash tests/apt_install.sh ccache libfreetype-dev libqhull-dev libcairo2-dev  # compiled repos
+	@{ test -x /usr/lib/ccache/gcc && command -v gs && test -e /usr/include/libqhull_r/libqhull_r.h \
+		&& pkg-config --exists freetype2 cairo; } >/dev/null 2>&1 \
+		|| bash tests/apt_install.sh ccache ghostscript libfreetype-dev libqhull-dev libcairo2-dev  # compiled repos
 	@bash tests/ensure_chromium.sh
 	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || bash tests/apt_install.sh postgresql  # store tests
 
