@@ -85,13 +85,29 @@ def repository_from(url: str, folder: Path) -> tuple[Path, str]:
         if archive.name.startswith("sympy-") and not (repo / "bin" / "test").exists():
             (repo / "bin" / "test").write_text(SYMPY_BIN_TEST)
             (repo / "bin" / "test").chmod(0o755)
+        if archive.name.startswith("scikit-learn-"):
+            drop_cython_outputs(repo)
         env = {"GIT_AUTHOR_NAME": "sdist", "GIT_AUTHOR_EMAIL": "sdist@pypi", "GIT_COMMITTER_NAME": "sdist",
                "GIT_COMMITTER_EMAIL": "sdist@pypi", "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z",
                "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z", "PATH": "/usr/bin:/bin"}
-        for argv in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", archive.name]):
+        # -f: the release ships sources its own .gitignore names (astropy's tracked bls.c under "*.c")
+        for argv in (["git", "init", "-q"], ["git", "add", "-A", "-f"], ["git", "commit", "-qm", archive.name]):
             subprocess.run(argv, cwd=repo, env=env, check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
     return repo, commit.stdout.strip()
+
+
+def drop_cython_outputs(repo: Path) -> None:
+    """Remove what a scikit-learn sdist ships pre-generated and its git tree does not track: the .c/.cpp Cython
+    made from each .pyx, and the .pyx/.pxd made from each Tempita .tp. Left in, whether a build regenerates them
+    depends on file times (a `git archive` keeps them, a checkout may not), so the environment's build and the
+    worktree's would compile different C (another Cython's) and their compiler cache would never hit."""
+    for template in repo.rglob("*.tp"):
+        template.with_suffix("").unlink(missing_ok=True)
+    for source in [*repo.rglob("*.pyx"), *repo.rglob("*.pyx.tp")]:
+        stem = source.with_suffix("").with_suffix("") if source.suffix == ".tp" else source.with_suffix("")
+        for generated in (stem.with_suffix(".c"), stem.with_suffix(".cpp")):
+            generated.unlink(missing_ok=True)
 
 
 def applies(repo: Path, *patches: str) -> bool:
@@ -104,7 +120,12 @@ def applies(repo: Path, *patches: str) -> bool:
 
 def nearest_release(row: dict, folder: Path) -> tuple[str, Path, str] | None:
     """The release the row's patches apply to: releases of the row's own version line first (nearest its
-    creation first), then the newest before its creation, then the first after."""
+    creation first), then of the line just before it, then the newest before its creation, then the first after.
+
+    The line before comes second because a row of version X.Y is usually made on the development branch that
+    becomes X.Y, which was forked from the branch of the line before shortly earlier (Django's 2.2.x for a 3.0
+    row): its releases are closer to the base commit than an older line's that merely came out near the row's
+    creation (2.0.13, the same day as 2.1.7)."""
     name = PYPI_NAMES[row["repo"]]
     releases = source_releases(name)
     created = row["created_at"][:19].replace(" ", "T")
@@ -117,14 +138,26 @@ def nearest_release(row: dict, folder: Path) -> tuple[str, Path, str] | None:
         return abs((parse(release[0][:19]) - parse(created)).total_seconds())
 
     same_line = sorted((r for r in releases if line(r[1]) == row["version"]), key=distance)[:3]
+    previous = line_before(row["version"], [line(r[1]) for r in releases])
+    previous_line = sorted((r for r in releases if line(r[1]) == previous), key=distance)[:3]
     before = [r for r in releases if r[0] < created][::-1][:3]
     after = [r for r in releases if r[0] >= created][:3]
-    candidates = list(dict.fromkeys(same_line + before + after))
+    candidates = list(dict.fromkeys(same_line + previous_line + before + after))
     for _, filename, url in candidates:
         repo, commit = repository_from(url, folder)
         if applies(repo, row["test_patch"], row["patch"]):
             return filename, repo, commit
     return None
+
+
+def line_before(version: str, lines: list[str]) -> str | None:
+    """The newest version line older than `version` ("2.2" for "3.0" among 1.11, 2.0, 2.1, 2.2, 3.0, 3.1)."""
+
+    def key(text: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+    older = [candidate for candidate in set(lines) if key(candidate) < key(version)]
+    return max(older, key=key, default=None)
 
 
 def disagreements(verdict, gold: bool) -> list[str]:

@@ -32,7 +32,8 @@ def test_supported_pairs_and_reasons(monkeypatch):
     assert recipes.supported(lite("psf__requests-2317")) == (True, "")
     assert recipes.supported(lite("pallets__flask-4992")) == (True, "")
     assert recipes.supported(lite("django__django-12908")) == (True, "")
-    ok, reason = recipes.supported(lite("astropy__astropy-12907"))
+    assert recipes.supported(lite("astropy__astropy-12907")) == (True, "")  # 4.3: built in the worktree
+    ok, reason = recipes.supported(dict(lite("astropy__astropy-12907"), version="1.3"))  # astropy_helpers era
     assert not ok and "astropy/astropy" in reason and "Docker" in reason
     ok, reason = recipes.supported(dict(lite("pallets__flask-4992"), version="9.9"))
     assert not ok and "version 9.9" in reason and "2.3" in reason
@@ -77,8 +78,10 @@ def test_with_grading_fields_makes_a_5x_test_spec():
     docker = recipes.eval_script_for(row, target="docker")
     assert "cd /testbed" in docker and "conda activate testbed" in docker and "python -m pip install ." in docker
     assert graded["image"] == "swebench/sweb.eval.x86_64.psf_1776_requests-2317:latest"
-    with pytest.raises(RecipeError, match="astropy__astropy-12907: no local recipe"):
-        recipes.with_grading_fields(lite("astropy__astropy-12907"))
+    with pytest.raises(RecipeError, match="astropy__astropy-12907: astropy/astropy 1.3 builds with astropy_helpers"):
+        recipes.with_grading_fields(dict(lite("astropy__astropy-12907"), version="1.3"))
+    with pytest.raises(RecipeError, match="pallets__flask-4992: no local recipe for pallets/flask version 9.9"):
+        recipes.with_grading_fields(dict(lite("pallets__flask-4992"), version="9.9"))
 
 def test_django_rows_run_runtests_with_module_names_and_the_locale_exports():
     row = lite("django__django-12908")  # 3.2: Python 3.6 and an en_US.UTF-8 locale

@@ -83,6 +83,11 @@ class Recipe:
     build_inplace: tuple[str, ...] = ()
     # variables every command of the environment gets; "{env}" stands for the environment's folder
     variables: tuple[tuple[str, str], ...] = ()
+    # A row without pins of its own takes those of a Verified instance of the same (repo, version): all instances
+    # of a (repo, version) share one official environment image (same environment_setup_commit), so a sibling's
+    # recorded image is the best record of that environment (sibling_environment). For projects whose
+    # unpinned dependencies moved on since the images were built (2024).
+    sibling_pins: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -156,6 +161,10 @@ for _v in ("1.13", "1.14"):
     )
 
 # 4.1.0 SPECS_PYLINT, but for 2.8, whose spell-checking tests need Debian packages (apt-get in its pre_install).
+# Installed at each row's base commit, as the official instance image does (`pip install -e .` after `git reset
+# --hard <base>`): pylint pins astroid tightly in setup.cfg and bumps it within a minor version, so installing
+# at the setup commit pulls a newer astroid than the base accepts (pylint-7080: astroid 2.13.5 instead of the
+# image's 2.11.7, and three PASS_TO_PASS tests of test_self.py that expect "No such file or directory" fail).
 for _v in "2.9 2.10 2.11 2.13 2.14 2.15 2.16 2.17 3.0 3.1 3.2 3.3 4.0".split():
     RECIPES[("pylint-dev/pylint", _v)] = Recipe(
         python="3.9",
@@ -164,6 +173,7 @@ for _v in "2.9 2.10 2.11 2.13 2.14 2.15 2.16 2.17 3.0 3.1 3.2 3.3 4.0".split():
         install="python -m pip install -e .",
         test_cmd=TEST_PYTEST,
         log_parser="parse_log_pylint",  # 4.x MAP_REPO_TO_PARSER: pytest's output with parametrized options
+        install_at_base=True,
     )
 
 # 4.1.0 SPECS_DJANGO for the versions in SWE-bench (3.0-5.2); 1.x/2.x install with setup.py and Python 3.5.
@@ -244,6 +254,11 @@ _SPHINX_HELP = {
     )),
 }
 _SPHINX_TOX = "sed -i 's/pytest/pytest -rA/' tox.ini"
+# The images (built in 2024) resolved setup.py's unpinned sphinxcontrib-jsmath to 1.0.1; 2.0.0 (2026-10-20) calls
+# app.require_sphinx('5.0') and errors every math test of Sphinx < 5. conda's export of the images records no
+# sphinxcontrib-* package (so the Verified pins lack it); its other sphinxcontrib packages had no release since.
+# Run in the setup checkout ({env}/setup-src: ../bin/python is the environment's), before the install.
+_SPHINX_JSMATH = "../bin/python -m pip install -q --disable-pip-version-check sphinxcontrib-jsmath==1.0.1"
 for _v in ("1.5 1.6 1.7 1.8 2.0 2.1 2.2 2.3 2.4 3.0 3.1 3.2 3.3 3.4 3.5 4.0 4.1 4.2 4.3 4.4 4.5 5.0 5.1 5.2 5.3 "
            "6.0 6.2 7.0 7.1 7.2 7.3 7.4 8.0 8.1").split():
     _edits: tuple[str, ...] = (_SPHINX_TOX,)
@@ -251,6 +266,8 @@ for _v in ("1.5 1.6 1.7 1.8 2.0 2.1 2.2 2.3 2.4 3.0 3.1 3.2 3.3 3.4 3.5 4.0 4.1 
         _edits += _SPHINX_PINS_3 + _SPHINX_HELP.get(_v, (
             "sed -i 's/sphinxcontrib-htmlhelp/sphinxcontrib-htmlhelp<=2.0.4/' setup.py",
             "sed -i 's/sphinxcontrib-serializinghtml/sphinxcontrib-serializinghtml<=1.1.9/' setup.py"))
+    if not _v.startswith("1."):  # a dependency since 2.0
+        _edits += (_SPHINX_JSMATH,)
     _python = "3.10" if _v in ("8.0", "8.1") else "3.9"
     RECIPES[("sphinx-doc/sphinx", _v)] = Recipe(
         python=_python, install="python -m pip install -e .[test]",
@@ -262,6 +279,9 @@ for _v in ("1.5 1.6 1.7 1.8 2.0 2.1 2.2 2.3 2.4 3.0 3.1 3.2 3.3 3.4 3.5 4.0 4.1 
         pre_install=_edits, worktree_edits=(
             _SPHINX_TOX, "export TOX_OVERRIDE=testenv.pass_env+=PYTHONPATH",
             'export PYTHONPATH="$PYTHONPATH:$(echo "$VIRTUAL_ENV"/lib/python*/site-packages)"'),
+        # setup.py leaves docutils, pytest, pygments, ... unpinned: today's releases (pytest 8.4, docutils) break
+        # the 3.x tests that passed in the 2024 images; a Lite row takes its Verified siblings' image pins
+        sibling_pins=True,
         notes=("7.2+ also apt-installs graphviz in the official image (tests/apt_install.sh: graphviz)",))
 
 # 4.1.0 SPECS_XARRAY: the official image is `conda env update -f ci/requirements/environment.yml` plus these
@@ -298,9 +318,24 @@ _ASTROPY_BUILD_DEPS = (
     "requires = tomli.load(open('pyproject.toml', 'rb'))['build-system']['requires']; "
     "subprocess.check_call([sys.executable, '-m', 'pip', 'install', '-q', '--target', '../build-deps', *requires])\""
 )
+# A setup checkout with no tag behind it (tests/near_base_check.py's one-commit stand-in of a source release) gets
+# no SETUPTOOLS_SCM_PRETEND_VERSION, and setuptools_scm cannot version a folder without git: the release's own
+# version, the first "Version X (date)" heading of CHANGES.rst, becomes its fallback_version (the stand-in has no
+# astropy/_version.py: git ignores it). A no-op at real commits (tags are reachable: the variable is set).
+_ASTROPY_NO_TAG = (
+    '[ -n "${SETUPTOOLS_SCM_PRETEND_VERSION:-}" ] || ../bin/python -c "import re; '
+    "version = re.search(r'^Version (\\S+)', open('CHANGES.rst').read(), re.M).group(1); "
+    "text = open('pyproject.toml').read(); open('pyproject.toml', 'w').write(text.replace('[tool.setuptools_scm]\\n', "
+    "'[tool.setuptools_scm]\\nfallback_version = \\'%s\\'\\n' % version, 1))\""
+)
 # In the worktree after the patch (no network): what pip's editable install compiles, in place, with the build
-# requirements first on the path (their setuptools_scm also writes astropy/_version.py, as the install does).
+# requirements first on the path. Their setuptools_scm also writes astropy/_version.py, as the install does; the
+# sandbox's git has no tags (it would say 0.1.devN), so it is given the setup checkout's version, which the
+# environment build took from `git describe` (the official /testbed keeps the tags older than the base commit).
 _ASTROPY_BUILD = (
+    "ASTROPY_SCM_VERSION=\"$(python -c 'import os, runpy; print(runpy.run_path("
+    "os.environ[\"VIRTUAL_ENV\"] + \"/setup-src/astropy/_version.py\")[\"version\"])')\"",
+    'SETUPTOOLS_SCM_PRETEND_VERSION="$ASTROPY_SCM_VERSION" '
     'PYTHONPATH="$VIRTUAL_ENV/build-deps${PYTHONPATH:+:$PYTHONPATH}" python setup.py build_ext --inplace -j 2',
 )
 for _v in ("4.1", "4.2", "4.3", "5.0", "5.1", "5.2", "v5.3"):
@@ -310,29 +345,157 @@ for _v in ("4.1", "4.2", "4.3", "5.0", "5.1", "5.2", "v5.3"):
         pip_packages=_ASTROPY_PINS,
         test_cmd=TEST_PYTEST,
         log_parser="parse_log_astropy",  # 4.1.0 MAP_REPO_TO_PARSER: parse_log_pytest_v2
-        pre_install=(_ASTROPY_SETUPTOOLS, _ASTROPY_BUILD_DEPS),
+        pre_install=(_ASTROPY_SETUPTOOLS, _ASTROPY_BUILD_DEPS, _ASTROPY_NO_TAG),
         build_inplace=_ASTROPY_BUILD,
         notes=("the extensions are built with the build requirements of the setup commit's pyproject (its Cython "
                "pin); the official rebuild after the patch uses the base commit's",),
     )
+# 0.1-3.2 (Lite: 1.3) build through astropy_helpers, a git submodule: refused (REFUSED_VERSIONS, below), why here.
+_ASTROPY_HELPERS_REFUSED = (
+    "astropy/astropy {version} builds with astropy_helpers, a git submodule (github.com/astropy/astropy-helpers, "
+    "pinned per commit): `git archive` leaves it out, the official image's install has ah_bootstrap run `git "
+    "submodule update` (network), and the local environment build fetches no submodule while the in-place "
+    "build's sandbox has no network; use the Docker harness"
+)
 
 # ---- scikit-learn/scikit-learn (compiled: build_inplace)
+# 4.1.0 SPECS_SKLEARN. Its conda "packages" come from PyPI here, pinned to what conda resolved in the official
+# images (verified_pins.json: every 0.20-0.22 image has cython 0.29.24, numpy 1.19.2, scipy 1.5.2, pandas 1.1.5,
+# matplotlib 3.3.4, pytest 6.2.4, setuptools 58.0.4; all have cp36 wheels). The Cython pin matters: an unpinned
+# `cython` would be 3.x, which these old .pyx files were never built with. The 4.x pip_packages follow verbatim
+# (already satisfied). 1.3: its own pins, but numpy 1.19.2 and scipy 1.5.2 have no Python 3.9 wheels on PyPI (conda
+# has builds; scipy would need gfortran and LAPACK to build here): the first patch releases that do, numpy 1.19.3
+# and scipy 1.5.4, stand in. pandas/matplotlib are pinned to the image's resolution (25747: pandas 1.4.4,
+# matplotlib 3.6.2, contourpy 1.0.5), the newest that take that numpy. A Verified 1.3 row whose image pins
+# numpy 1.19.2 (25747) cannot be built from PyPI wheels as pinned.
+# The tests import the worktree, so its Cython extensions are built there after the patch (the official eval
+# script reruns the install, which rebuilds what changed): build_ext --inplace, the part of `pip install -e .`
+# (setup.py develop) that does not write to the environment. Two things keep that affordable (a full build takes
+# ~25 minutes on two shared cores, twice per row):
+# - Cython's output depends on its sources and this environment's Cython alone: when the worktree's .pyx, .pxd,
+#   .pxi and .tp files are byte for byte those the environment's install cythonized (its setup-src), the .c/.cpp
+#   (and Tempita's .pyx/.pxd) it generated are copied in, newer than the sources, so cythonize skips them, as it
+#   skips unchanged files in the official image's /testbed; one changed, added or removed: a full cythonize.
+#   (Regenerated here they would differ anyway: Cython writes numpy's .pxd path relative to the cwd.)
+# - ccache: the environment's install fills {env}/ccache; the worktree's builds only read it (the sandbox
+#   mounts the environment read-only); a source the patch changed simply misses. ccache hashes the cwd under
+#   -g unless CCACHE_NOHASHDIR, and LANG/LC_ALL always: both set alike for the install and the sandbox (which
+#   sets C.UTF-8). /usr/lib/ccache/gcc, one word, not "ccache gcc": numpy.distutils takes the C++ linker's first
+#   word from CXX, and "ccache" + gcc's flags would link C++ extensions without libstdc++.
+_SKLEARN_VARIABLES = (
+    ("CC", "/usr/lib/ccache/gcc"), ("CXX", "/usr/lib/ccache/g++"), ("CCACHE_DIR", "{env}/ccache"),
+    ("CCACHE_NOHASHDIR", "1"), ("LANG", "C.UTF-8"), ("LC_ALL", "C.UTF-8"),
+    ("NPY_NUM_BUILD_JOBS", "2"), ("SKLEARN_BUILD_PARALLEL", "2"),  # the install's compile, two at a time
+)
+_SKLEARN_REUSE_CYTHON = """python - <<'SKLEARN_CYTHON'
+import filecmp, os, shutil
+SETUP = os.path.join(os.environ["VIRTUAL_ENV"], "setup-src")
+SKIP = ("build", ".git", "doc", "examples", "benchmarks")
+def walk(root):
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP]
+        yield os.path.relpath(folder, root), set(files)
+def sources(root):
+    return {os.path.join(folder, name) for folder, files in walk(root) for name in files
+            if name.endswith((".pyx", ".pxd", ".pxi", ".tp")) and name + ".tp" not in files}
+mine = sources(".")
+same = mine == sources(SETUP) and all(filecmp.cmp(p, os.path.join(SETUP, p), shallow=False) for p in mine)
+print("Cython sources as the environment's install had them:", same)
+for folder, files in walk(SETUP) if same else ():
+    for name in files:
+        stem, ext = os.path.splitext(name)
+        if (ext in (".c", ".cpp") and stem + ".pyx" in files) or name + ".tp" in files:
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                shutil.copyfile(os.path.join(SETUP, path), path)
+SKLEARN_CYTHON"""
+_SKLEARN_BUILD = (
+    "export CCACHE_READONLY=1 CCACHE_TEMPDIR=/tmp/ccache",  # the environment is read-only in the sandbox
+    _SKLEARN_REUSE_CYTHON,
+    "python setup.py build_ext --inplace -j 2",
+)
+_SKLEARN_INSTALL = "python -m pip install -v --no-use-pep517 --no-build-isolation -e ."
+for _v in ("0.20", "0.21", "0.22"):
+    RECIPES[("scikit-learn/scikit-learn", _v)] = Recipe(
+        python="3.6",
+        packages=("numpy==1.19.2", "scipy==1.5.2", "cython==0.29.24", "pytest==6.2.4", "pandas==1.1.5",
+                  "matplotlib==3.3.4", "setuptools==58.0.4"),
+        pip_packages=("cython", "numpy==1.19.2", "setuptools", "scipy==1.5.2"),
+        install=_SKLEARN_INSTALL, test_cmd=TEST_PYTEST, log_parser="parse_log_scikit",  # = parse_log_pytest_v2
+        build_inplace=_SKLEARN_BUILD, variables=_SKLEARN_VARIABLES,
+        notes=("needs the Debian package ccache (/usr/lib/ccache)",))
+RECIPES[("scikit-learn/scikit-learn", "1.3")] = Recipe(
+    python="3.9",
+    packages=("numpy==1.19.3", "scipy==1.5.4", "cython==3.0.10", "pytest", "pandas==1.4.4", "matplotlib==3.6.2",
+              "contourpy==1.0.5", "setuptools", "joblib", "threadpoolctl"),
+    pip_packages=("cython", "setuptools", "numpy", "scipy"),
+    install=_SKLEARN_INSTALL, test_cmd=TEST_PYTEST, log_parser="parse_log_scikit",
+    build_inplace=_SKLEARN_BUILD, variables=_SKLEARN_VARIABLES,
+    notes=("needs the Debian package ccache (/usr/lib/ccache)",))
 
 # ---- matplotlib/matplotlib (compiled: build_inplace)
+# 4.1.0 SPECS_MATPLOTLIB 3.5-3.7: Python 3.11, conda `environment.yml` then these pip pins, `pip install -e .`. Its
+# conda packages come from PyPI here: a Verified row gets its image's pins; another row would take a Verified
+# sibling's (sibling_pins; verified_pins.json records no "version" for matplotlib yet, so today it gets) the test
+# part of environment.yml at the versions those images had. Tests also need Debian's ghostscript (pdf comparisons).
+# Its pre_install apt-installs imagemagick ffmpeg texlive... (Debian packages: the Makefile's system-deps) and
+# wgets qhull's source into build/, and setupext downloads FreeType 2.6.1 at build time: neither host is
+# reachable from here (PyPI and Debian only), so the build links Debian's qhull 2020.2 (libqhull-dev: the same
+# qhull release) and FreeType (libfreetype-dev 2.12.1, not 2.6.1: text in image comparisons may differ), chosen
+# through an mplsetup.cfg in the environment (MPLSETUPCFG). The tests import the worktree's lib/, so its
+# extensions are built there after the patch (the official eval script reruns the install): build_ext --inplace,
+# with ccache filled by the environment's install and only read in the read-only sandbox (see scikit-learn).
+# setup.py's setup_requires (3.5: setuptools_scm_git_archive, which pip's build isolation fetched for the image)
+# lies in {env}/build-deps, off the tests' path.
+_MPL_SPEC_PINS = (
+    "contourpy==1.1.0", "cycler==0.11.0", "fonttools==4.42.1", "ghostscript", "kiwisolver==1.4.5", "numpy==1.25.2",
+    "packaging==23.1", "pillow==10.0.0", "pikepdf", "pyparsing==3.0.9", "python-dateutil==2.8.2", "six==1.16.0",
+    "setuptools==68.1.2", "setuptools-scm==7.1.0", "typing-extensions==4.7.1",
+)
+# environment.yml's build and test dependencies that PyPI has, at the versions of the Verified images
+_MPL_ENV_YML = (
+    "certifi==2025.1.31", "pybind11==2.13.6", "pytest==8.3.4", "pytest-cov==6.0.0", "pytest-rerunfailures==15.0",
+    "pytest-timeout==2.3.1", "pytest-xdist==3.6.1", "psutil==5.9.0", "pandas==2.2.3", "pytz==2024.1",
+    "ipython==8.32.0", "ipykernel==6.29.5", "nbconvert==7.16.6", "nbformat==5.10.4", "tornado==6.4.2",
+    "cairocffi==1.7.1", "colorspacious==1.1.2", "coverage==7.6.9",
+)
+_MPL_PRE_INSTALL = (
+    # run in {env}/setup-src: ../ is the environment
+    "printf '[libs]\\nsystem_freetype = True\\nsystem_qhull = True\\n' > ../mplsetup.cfg",
+    "../bin/python -m pip install -q --no-deps --target ../build-deps setuptools_scm_git_archive==1.4.1",
+    # the setup checkout is a `git archive` (no .git): its export-substituted .git_archival.txt names no tag
+    # where none is reachable, and setuptools_scm then fails instead of taking SETUPTOOLS_SCM_PRETEND_VERSION
+    # (set when a tag is reachable) or setup.py's fallback_version; the official /testbed is a clone
+    "rm -f .git_archival.txt",
+)
+_MPL_VARIABLES = (
+    ("MPLSETUPCFG", "{env}/mplsetup.cfg"),
+    ("CC", "/usr/lib/ccache/gcc"), ("CXX", "/usr/lib/ccache/g++"), ("CCACHE_DIR", "{env}/ccache"),
+    ("CCACHE_NOHASHDIR", "1"),  # the cwd (setup-src vs worktree) stays out of the hash
+    # ccache hashes LC_ALL: the sandbox sets it (to $LANG, else C.UTF-8), so the install must set it alike or
+    # every worktree compile misses
+    ("LC_ALL", "C.UTF-8"),
+)
+_MPL_BUILD = (
+    "export CCACHE_READONLY=1 CCACHE_TEMPDIR=/tmp/ccache",  # the environment is read-only in the sandbox
+    'PYTHONPATH="$VIRTUAL_ENV/build-deps${PYTHONPATH:+:$PYTHONPATH}" python setup.py build_ext --inplace -j 2',
+)
+for _v in ("3.5", "3.6", "3.7"):
+    RECIPES[("matplotlib/matplotlib", _v)] = Recipe(
+        python="3.11", install="python -m pip install -e .", packages=_MPL_ENV_YML, pip_packages=_MPL_SPEC_PINS,
+        test_cmd=TEST_PYTEST, log_parser="parse_log_matplotlib", pythonpath="lib", sibling_pins=True,
+        pre_install=_MPL_PRE_INSTALL, build_inplace=_MPL_BUILD, variables=_MPL_VARIABLES,
+        notes=("needs the Debian packages ccache, libfreetype-dev, libqhull-dev, pkg-config, libcairo2-dev (pycairo "
+               "of the image pins); the official image also has imagemagick ffmpeg texlive* cm-super dvipng",))
 
-# Repositories whose official images compile C/Cython extensions at the base commit and again after the patch
-# (their eval script reruns the install). The local backend shares one environment per pin set and imports the
-# worktree, which has no compiled extensions: refused until a per-instance in-place build is in place.
-_NOT_BUILT = "the local backend does not build per-instance extensions yet: use the Docker harness"
-REFUSED = {
-    "matplotlib/matplotlib": "no local recipe for matplotlib/matplotlib: it compiles C++ extensions (and qhull) "
-                             f"at each base commit; {_NOT_BUILT}",
-    "scikit-learn/scikit-learn": "no local recipe for scikit-learn/scikit-learn: it compiles Cython extensions at "
-                                 f"each base commit (and again after the patch); {_NOT_BUILT}",
+# Versions of a supported repository that cannot be built here, with the reason (the others have recipes).
+REFUSED_VERSIONS: dict[tuple[str, str], str] = {
+    ("matplotlib/matplotlib", v): f"matplotlib/matplotlib {v}: no local recipe yet (4.1.0's 3.1-3.4 spec: Python 3.8, "
+    "requirements.txt, the same in-place build as 3.5+, not transcribed or checked here); use the Docker harness"
+    for v in ("3.1", "3.2", "3.3", "3.4")
 }
-
-# Versions of a supported repository that still cannot be built here, with the reason (the rest have recipes).
-REFUSED_VERSIONS: dict[tuple[str, str], str] = {}
+REFUSED_VERSIONS.update({("astropy/astropy", v): _ASTROPY_HELPERS_REFUSED.format(version=v)
+                         for v in ("0.1", "0.2", "0.3", "0.4", "1.1", "1.2", "1.3", "3.0", "3.1", "3.2")})
 
 
 class RecipeError(RuntimeError):
@@ -347,15 +510,45 @@ VERIFIED_PINS = Path(__file__).with_name("verified_pins.json")
 
 @functools.cache
 def _verified_pins() -> dict:
-    return json.loads(VERIFIED_PINS.read_text()) if VERIFIED_PINS.exists() else {}
+    """{instance_id: {"python", "pins", "version"?}} (the "_source" key is the table's provenance, not an entry)."""
+    table = json.loads(VERIFIED_PINS.read_text()) if VERIFIED_PINS.exists() else {}
+    return {key: value for key, value in table.items() if isinstance(value, dict)}
 
 
 def official_environment(row: dict) -> dict | None:
     """{"python", "pins"} of the row's official image when swebench recorded it, else None; a row may also
-    carry its own (`environment_pins`, `environment_python`)."""
+    carry its own (`environment_pins`, `environment_python`). A row of a recipe with `sibling_pins` and no record
+    of its own gets its Verified sibling's (sibling_environment), marked with "sibling": that instance's id."""
     if row.get("environment_pins"):
         return {"python": row.get("environment_python") or "", "pins": list(row["environment_pins"])}
-    return _verified_pins().get(row.get("instance_id", ""))
+    own = _verified_pins().get(row.get("instance_id", ""))
+    if own is not None:
+        return own
+    recipe = RECIPES.get((row.get("repo", ""), str(row.get("version", ""))))
+    if recipe is not None and recipe.sibling_pins:
+        return sibling_environment(row["repo"], str(row["version"]))
+    return None
+
+
+@functools.cache
+def sibling_environment(repo: str, version: str) -> dict | None:
+    """The recorded image of a Verified instance of (repo, version), {"python", "pins", "sibling"}, else None.
+
+    Siblings' records differ only where their images were built on other days (a December 2024 rebuild has newer
+    pytest/certifi) or where a base commit's setup.py asked for other test dependencies; the choice is
+    deterministic: the pin set most siblings share, ties to the lowest instance number. A row with no
+    Verified sibling keeps the (repo, version) spec."""
+    prefix = repo.replace("/", "__") + "-"
+    siblings = sorted(((int(iid.rsplit("-", 1)[1]), iid, entry) for iid, entry in _verified_pins().items()
+                       if iid.startswith(prefix) and entry.get("version") == version), key=lambda item: item[0])
+    if not siblings:
+        return None
+    counts: dict[tuple, int] = {}
+    for _, _, entry in siblings:
+        key = (entry["python"], tuple(entry["pins"]))
+        counts[key] = counts.get(key, 0) + 1
+    _, iid, entry = max(siblings, key=lambda item: (counts[(item[2]["python"], tuple(item[2]["pins"]))], -item[0]))
+    return {"python": entry["python"], "pins": list(entry["pins"]), "sibling": iid}
 
 
 def recipe_for(row: dict) -> Recipe:
@@ -414,8 +607,6 @@ def _runs_as(interpreter: str, version: str) -> bool:
 def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
     """(True, "") when the local backend can build this row's environment, else (False, why not)."""
     key = (row["repo"], str(row["version"]))
-    if row["repo"] in REFUSED:
-        return False, REFUSED[row["repo"]]
     if key in REFUSED_VERSIONS:
         return False, REFUSED_VERSIONS[key]
     if key not in RECIPES:
@@ -428,6 +619,11 @@ def supported(row: dict, check_python: bool = True) -> tuple[bool, str]:
         versions = sorted(v for repo, v in RECIPES if repo == row["repo"])
         return False, f"no local recipe for {row['repo']} version {row['version']} (have {', '.join(versions)})"
     if check_python:
+        # a compiler the recipe names (ccache's gcc wrapper, say) must exist, or every build fails obscurely
+        for name, value in RECIPES[key].variables:
+            if name in ("CC", "CXX") and value.startswith("/") and not os.path.exists(value):
+                return False, (f"{row['repo']} {row['version']} builds with {value}, which this machine lacks "
+                               "(Debian package ccache: `make system-deps` installs it)")
         python = recipe_for(row).python
         if find_python(python) is None:
             return False, (
@@ -603,7 +799,8 @@ def install_commit(row: dict) -> str | None:
 
 
 def instance_pins(row: dict) -> tuple[str, ...]:
-    """Exact pip pins for this one instance (its official image's), () when it has none of its own."""
+    """Exact pip pins for this one instance (its official image's, or a Verified sibling's where its recipe takes
+    them), () when it has none."""
     official = official_environment(row)
     return tuple(official["pins"]) if official else ()
 
@@ -630,7 +827,8 @@ def scm_version(mirror: Path, commit: str) -> str | None:
     if described.returncode != 0 or not match:
         return None
     tag, distance, sha = match.groups()
-    return tag if distance == "0" else f"{tag.removesuffix('.dev0')}.dev{distance}+g{sha}"
+    # a development tag ("v5.1.dev", astropy's; "1.0.dev0") counts on from its release, as setuptools_scm does
+    return tag if distance == "0" else f"{re.sub(r'[.]dev[0-9]*$', '', tag)}.dev{distance}+g{sha}"
 
 
 def locale_installed(name: str) -> bool:
