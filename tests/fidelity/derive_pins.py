@@ -37,7 +37,8 @@ SOURCE = ("derived by tests/fidelity/derive_pins.py from SWE-bench's swebench/re
 RENAME = {"matplotlib-base": "matplotlib", "python-tzdata": "tzdata", "python-fastjsonschema": "fastjsonschema",
           "pkgutil-resolve-name": "pkgutil_resolve_name", "importlib_resources": "importlib-resources",
           "brotli-python": "brotli", "msgpack-python": "msgpack", "nbconvert-core": "nbconvert",
-          "seaborn-base": "seaborn", "python-eccodes": "eccodes", "python-xxhash": "xxhash", "iris": "scitools-iris"}
+          "seaborn-base": "seaborn", "python-eccodes": "eccodes", "python-xxhash": "xxhash", "iris": "scitools-iris",
+          "antlr-python-runtime": "antlr4-python3-runtime"}
 
 
 def pins_of(environment: dict) -> tuple[str, list[str]]:
