@@ -655,3 +655,34 @@ def test_a_recipe_whose_compiler_is_missing_is_refused_up_front(monkeypatch):
     monkeypatch.setitem(recipes.RECIPES, ("psf/requests", "2.10"), missing)
     ok, reason = recipes.supported(row)
     assert not ok and "/nonexistent/ccache/gcc" in reason and "make system-deps" in reason
+
+
+def test_xarray_environments_take_the_environment_files_packages_best_effort(tmp_path):
+    """The official xarray image is `conda env update -f ci/requirements/environment.yml` plus the spec's pins: the
+    file's packages come from PyPI one at a time, conda-forge names spelled PyPI's way, conda-only ones left out,
+    each constrained to what is installed; one that cannot be installed is named and the others go on."""
+    script = recipes.RECIPES[("pydata/xarray", "0.12")].pre_install[0]
+    source, fake_pip = tmp_path / "setup-src", tmp_path / "fake" / "pip"
+    (source / "ci" / "requirements").mkdir(parents=True)
+    (source / "ci" / "requirements" / "environment.yml").write_text(
+        "name: xarray-tests\nchannels:\n  - conda-forge\ndependencies:\n  - cftime\n  - matplotlib-base\n"
+        "  - cdms2\n  - lxml    # Optional dep of pydap\n  - toolz=0.12\n  - missing-one\n  - pip\n  - pip:\n"
+        "    - numbagg\n")
+    fake_pip.mkdir(parents=True)  # `python -m pip` finds this one first (PYTHONPATH): it records, never downloads
+    (fake_pip / "__init__.py").write_text("")
+    (fake_pip / "__main__.py").write_text(
+        "import sys, pathlib\nargs = sys.argv[1:]\n"
+        f"pathlib.Path({str(tmp_path / 'calls')!r}).open('a').write(' '.join(args) + '\\n')\n"
+        "if args[-1] == 'missing-one':\n    sys.exit('ERROR: No matching distribution found for missing-one')\n"
+        "print('numpy==1.23.0' if 'freeze' in args else '')\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path / "fake")}
+    done = subprocess.run(["bash", "-c", script], cwd=source, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    installs = [line.split()[-1] for line in (tmp_path / "calls").read_text().splitlines() if " install " in line]
+    assert installs == ["cftime", "matplotlib", "lxml", "toolz==0.12.*", "missing-one", "numbagg"]
+    assert "left out missing-one: ERROR: No matching distribution found" in done.stdout
+    assert (tmp_path / "env-constraints.txt").read_text().strip() == "numpy==1.23.0"
+    assert all("-c ../env-constraints.txt" in line for line in (tmp_path / "calls").read_text().splitlines()
+               if " install " in line)
