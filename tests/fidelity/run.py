@@ -170,7 +170,7 @@ def render(results: dict, rows: list[dict]) -> str:
     repos_covered = sorted({r["repo"] for r in tried})
     fail_to_pass = {row["instance_id"]: set(json.loads(row["FAIL_TO_PASS"])) for row in rows}
     # on a stand-in, drift shows in PASS_TO_PASS (tests the release lacks); the fix's own tests are the signal
-    stand_in_f2p = [iid for iid, r in results.items() if r in stand_in
+    stand_in_f2p = [iid for iid, r in results.items() if not r["error"] and r["checked_at"] != "exact base commit"
                     and not fail_to_pass.get(iid, set()) & set(r["gold_failures"])]
     lines = [
         "# Fidelity of the local backend (no Docker) to the official SWE-bench verdicts",
