@@ -270,6 +270,43 @@ def test_build_environment_runs_the_steps_in_order(swe_repo, tmp_path, monkeypat
         recipes.build_environment(row, tmp_path / "env2", workspace.ensure_commit, runner=failing)
 
 
+def test_image_pins_pip_cannot_resolve_are_installed_as_they_are(swe_repo, tmp_path, monkeypatch):
+    """An image's pin set (its whole environment) that pip's resolver refuses is installed with --no-deps, the
+    retry logged; any other failure of that step, or a refusal of a step that is not the pins, still fails."""
+    repo, row = swe_repo
+    pins = ["antlr4-python3-runtime==4.11.1", "cf-units==3.2.0"]
+    row = dict(row, repo="pallets/flask", version="2.3", environment_pins=pins, environment_python="3.9")
+    monkeypatch.setattr(recipes, "find_python", lambda version: sys.executable)
+    workspace = SimpleNamespace(ensure_commit=lambda repo_name, commit: repo)
+    seen = []
+
+    def resolver_refuses_pins(argv, cwd=None, **kwargs):
+        seen.append(argv)
+        refused = argv[-len(pins):] == pins and "--no-deps" not in argv
+        return SimpleNamespace(returncode=1 if refused else 0, stdout="",
+                               stderr="ERROR: ResolutionImpossible: for help visit …" if refused else "")
+
+    env = tmp_path / "env"
+    recipes.build_environment(row, env, workspace.ensure_commit, runner=resolver_refuses_pins)
+    pin_steps = [argv for argv in seen if argv[-len(pins):] == pins]
+    assert len(pin_steps) == 2 and "--no-deps" not in pin_steps[0] and "--no-deps" in pin_steps[1]
+    assert "pip's resolver refused them" in recipes.build_log_path(env).read_text()
+
+    def pins_missing(argv, cwd=None, **kwargs):
+        bad = argv[-len(pins):] == pins
+        return SimpleNamespace(returncode=int(bad), stdout="", stderr="ERROR: No matching distribution" * bad)
+
+    with pytest.raises(RecipeError, match="No matching distribution"):
+        recipes.build_environment(row, tmp_path / "env2", workspace.ensure_commit, runner=pins_missing)
+
+    def wheel_refused(argv, cwd=None, **kwargs):
+        bad = argv[-1] == "wheel"
+        return SimpleNamespace(returncode=int(bad), stdout="", stderr="ERROR: ResolutionImpossible" * bad)
+
+    with pytest.raises(RecipeError, match="ResolutionImpossible"):
+        recipes.build_environment(row, tmp_path / "env3", workspace.ensure_commit, runner=wheel_refused)
+
+
 def test_local_backend_grades_a_recipe_row_end_to_end(swe_repo, tmp_path, monkeypatch):
     """Our recipe through swelab.evaluate.local's local backend: mirror, worktree, environment, eval script,
     official grading. The environment build is cut to a venv that borrows the workbench's pytest, so the

@@ -39,6 +39,9 @@ RENAME = {"matplotlib-base": "matplotlib", "python-tzdata": "tzdata", "python-fa
           "brotli-python": "brotli", "msgpack-python": "msgpack", "nbconvert-core": "nbconvert",
           "seaborn-base": "seaborn", "python-eccodes": "eccodes", "python-xxhash": "xxhash", "iris": "scitools-iris",
           "antlr-python-runtime": "antlr4-python3-runtime"}
+# a backport of a module the standard library has from that Python on: conda-forge ships a stub for the newer
+# Pythons, PyPI's sdist does not build there (backports.zoneinfo 0.2.1 on 3.10), and nothing imports it
+STDLIB_FROM = {"backports.zoneinfo": (3, 9), "backports-zoneinfo": (3, 9)}
 
 
 def pins_of(environment: dict) -> tuple[str, list[str]]:
@@ -56,6 +59,9 @@ def pins_of(environment: dict) -> tuple[str, list[str]]:
         elif build.startswith("py") and name not in SKIP:
             name = RENAME.get(name, name)
             pins.setdefault(name.lower(), f"{name}=={version}")
+    for name, since in STDLIB_FROM.items():
+        if name in pins and python and tuple(int(x) for x in python.split(".")) >= since:
+            pins[name] += f'; python_version < "{since[0]}.{since[1]}"'
     return python, sorted(pins.values(), key=str.lower)
 
 

@@ -75,13 +75,16 @@ def choose(rows: list[dict], ids: list[str], repos: list[str], per_version: int)
     return picked
 
 
-def grade(data: Path, rows: list[dict], sources: dict, cache: Path, timeout_s: float, workers: int) -> dict:
-    """Gold and no-patch verdicts of `rows` through the product: {instance_id: result}."""
+def grade(data: Path, rows: list[dict], sources: dict, cache: Path, timeout_s: float, workers: int,
+          repeats: int = 1) -> dict:
+    """Gold and no-patch verdicts of `rows` through the product: {instance_id: result}. With `repeats` R > 1 the
+    product's own `eval_repeats` grades each R more times past the verdict cache; the row then takes the verdict
+    most of those runs give and is flagged flaky when they differ (a verdict a rerun can flip)."""
     with tempfile.TemporaryDirectory(prefix="swelab-fidelity-") as tmp:
         params_file = Path(tmp) / "fidelity.yaml"
         params_file.write_text(json.dumps({
             "name": "fidelity", "dataset": str(data), "instances": [row["instance_id"] for row in rows],
-            "attempts": 1, "workers": 2, "eval_workers": workers, "eval_timeout_s": timeout_s,
+            "attempts": 1, "workers": 2, "eval_workers": workers, "eval_timeout_s": timeout_s, "eval_repeats": repeats,
             "outputs_dir": str(Path(tmp) / "outputs"), "repo_sources": sources,
             "models": [{"name": "gold", "kind": "gold"}, {"name": "no-patch", "kind": "empty"}],
         }))
@@ -99,21 +102,33 @@ def grade(data: Path, rows: list[dict], sources: dict, cache: Path, timeout_s: f
             iid = row["instance_id"]
             gold = layout.read_report("gold", 1, iid) or {}
             bare = layout.read_report("no-patch", 1, iid) or {}
+            flag = flags.get(iid, {})
+            gold_runs, bare_runs = flag.get("gold_resolved") or [], flag.get("no_patch_resolved") or []
             results[iid] = {
                 "repo": row["repo"], "version": str(row["version"]), "base_commit": row["base_commit"],
                 "checked_at": "exact base commit",
-                "gold_resolved": bool(gold.get("resolved")), "no_patch_resolved": bool(bare.get("resolved")),
-                "non_discriminating": bool(flags.get(iid, {}).get("non_discriminating")),
-                "flaky": bool(flags.get(iid, {}).get("flaky")),
+                "gold_resolved": _most(gold_runs) if repeats > 1 else bool(gold.get("resolved")),
+                "no_patch_resolved": _most(bare_runs) if repeats > 1 else bool(bare.get("resolved")),
+                "non_discriminating": bool(flag.get("non_discriminating")),
+                "flaky": bool(flag.get("flaky")),
                 "error": gold.get("error") or bare.get("error") or "",
                 "timed_out": bool(gold.get("timed_out")),
                 "gold_failures": _failures(gold), "seconds_per_row": round(seconds / max(len(rows), 1), 1),
                 "pins": _pins_label(row),
             }
+            if repeats > 1:
+                results[iid].update(gold_runs=f"{sum(gold_runs)}/{len(gold_runs)}",
+                                    no_patch_runs=f"{sum(bare_runs)}/{len(bare_runs)}")
         return results
 
 
-def grade_near_release(rows: list[dict], folder: Path, cache: Path, timeout_s: float, workers: int) -> dict:
+def _most(verdicts: list[bool]) -> bool:
+    """The verdict most repeats give (a tie is not resolved: half the runs fail)."""
+    return sum(verdicts) * 2 > len(verdicts)
+
+
+def grade_near_release(rows: list[dict], folder: Path, cache: Path, timeout_s: float, workers: int,
+                       repeats: int = 1) -> dict:
     """Gold and no-patch verdicts with each row's repository stood in by its nearest source release."""
     folder.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -131,7 +146,8 @@ def grade_near_release(rows: list[dict], folder: Path, cache: Path, timeout_s: f
     for (repo_name, filename), stand_ins in groups.items():
         data = folder / f"{filename}.jsonl"
         data.write_text("".join(json.dumps(row) + "\n" for row in stand_ins))
-        graded = grade(data, stand_ins, {repo_name: str(releases[(repo_name, filename)])}, cache, timeout_s, workers)
+        graded = grade(data, stand_ins, {repo_name: str(releases[(repo_name, filename)])}, cache, timeout_s, workers,
+                       repeats)
         for iid, result in graded.items():
             # the row's own base commit stays on record; the release's one-commit repository is what ran
             result.update(checked_at=f"nearest source release ({filename})", base_commit=originals[iid],
@@ -191,7 +207,9 @@ def render(results: dict, rows: list[dict]) -> str:
         "each disagreement is explained below (drift between the release and the base commit, where shown).",
         "",
         "Agreement means: gold resolves, and no-patch does not (or the row is flagged non-discriminating, as the "
-        "official harness's own no-patch run agrees).",
+        "official harness's own no-patch run agrees). A row graded R times (`--repeats R`, the product's "
+        "`eval_repeats`) takes the verdict most of its runs give and is counted flaky when its runs differ; the "
+        "official harness meets the same per-run randomness (sympy's `bin/test` draws a new hash seed each run).",
         "",
         "| repository | version | Lite rows | tried | gold resolved | no-patch failed | non-discriminating | "
         "flaky | checked at | environment | disagreements |",
@@ -213,7 +231,8 @@ def render(results: dict, rows: list[dict]) -> str:
             failed = sum(not r["no_patch_resolved"] for _, r in graded)
             nd = sum(r["non_discriminating"] for _, r in graded)
             flaky = sum(r["flaky"] for _, r in graded)
-            notes = [f"{iid}: {r.get('why') or r['error'] or _summary(r)}" for iid, r in entries if _disagrees(r)]
+            notes = [f"{iid}: {r.get('why') or r['error'] or _summary(r)}" for iid, r in entries
+                     if _disagrees(r) or r["flaky"]]
             checked = sorted({r["checked_at"] for _, r in entries})
             pins = sorted({r["pins"] for _, r in entries})
             lines.append(f"| {repo} | {version} | {lite[(repo, version)]} | {len(entries)} | {gold}/{len(graded)} | "
@@ -227,8 +246,16 @@ def _agreement(results: list[dict]) -> str:
         return "no row"
     agree = [r for r in results if not _disagrees(r)]
     gold = [r for r in results if r["gold_resolved"]]
-    return (f"{len(results)} rows, gold resolved {len(gold)} ({100 * len(gold) / len(results):.1f} %), "
+    text = (f"{len(results)} rows, gold resolved {len(gold)} ({100 * len(gold) / len(results):.1f} %), "
             f"both verdicts agree on {len(agree)} ({100 * len(agree) / len(results):.1f} %)")
+    flaky = [r for r in results if r["flaky"]]
+    if flaky:  # a row whose repeated runs differ has no fixed verdict to agree with: shown apart, both ways
+        stable = [r for r in results if not r["flaky"]]
+        stable_agree = [r for r in stable if not _disagrees(r)]
+        text += (f"; {len(flaky)} flaky (repeated runs differ: the official verdict is a draw too); of the "
+                 f"{len(stable)} rows with a stable verdict, both verdicts agree on {len(stable_agree)} "
+                 f"({100 * len(stable_agree) / len(stable):.1f} %)")
+    return text
 
 
 def _disagrees(result: dict) -> bool:
@@ -237,6 +264,9 @@ def _disagrees(result: dict) -> bool:
 
 
 def _summary(result: dict) -> str:
+    if result["flaky"]:
+        return (f"flaky: gold resolved in {result.get('gold_runs', '?')} runs, no-patch in "
+                f"{result.get('no_patch_runs', '?')}")
     if result["timed_out"]:
         return "gold timed out"
     if not result["gold_resolved"]:
@@ -270,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=default_cache_dir())
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="grade gold and no-patch R times (flaky rows)")
     parser.add_argument("--why", action="append", default=[], help="INSTANCE=why it disagrees")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--near-release", action="store_true", help="stand repositories in by source releases")
@@ -287,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             if row not in supported:
                 print(f"skip {row['instance_id']}: {recipes.supported(row)[1]}")
         if supported and args.near_release:
-            results.update(grade_near_release(supported, args.release_dir, args.cache, args.timeout, args.workers))
+            results.update(grade_near_release(supported, args.release_dir, args.cache, args.timeout, args.workers,
+                                              args.repeats))
         elif supported:
-            results.update(grade(args.data, supported, sources, args.cache, args.timeout, args.workers))
+            results.update(grade(args.data, supported, sources, args.cache, args.timeout, args.workers,
+                                 args.repeats))
     why = dict(item.split("=", 1) for item in args.why)
     results = merge_results(results if not args.render_only else {}, why)
     TABLE.write_text(render(results, rows))

@@ -834,6 +834,21 @@ def instance_pins(row: dict) -> tuple[str, ...]:
     return tuple(official["pins"]) if official else ()
 
 
+def image_pins_without_resolver(row: dict, argv: list[str], result: Any) -> list[str] | None:
+    """The image-pins step again with `--no-deps`, when pip's resolver refused the pins, else None.
+
+    A Verified image's pins are its whole environment (a conda export): the image holds exactly those versions,
+    whatever the packages' PyPI metadata says of each other (xarray 0.12's cf-units asks for another antlr
+    runtime than conda-forge built it with: ResolutionImpossible). Installed as they are, they are the image."""
+    pins = instance_pins(row)
+    output = (getattr(result, "stdout", "") or "") + (getattr(result, "stderr", "") or "")
+    if result.returncode == 0 or not pins or "--no-deps" in argv or tuple(argv[-len(pins):]) != pins:
+        return None
+    if "ResolutionImpossible" not in output:
+        return None
+    return [*argv[: len(argv) - len(pins)], "--no-deps", *pins]
+
+
 def failure_line(output: str) -> str:
     """The line that says why a step failed: pip's last `ERROR:` line, else the last line; ANSI-free."""
     lines = [line.strip() for line in ANSI_ESCAPE.sub("", output).splitlines() if line.strip()]
@@ -906,6 +921,11 @@ def build_environment(
             result = runner(argv, cwd=cwd, capture_output=True, text=True, env=build_env)
             log.write(f"$ {' '.join(argv)}  (cwd {cwd or '.'})\n{result.stdout or ''}{result.stderr or ''}"
                       f"exit {result.returncode}\n\n")
+            retry = image_pins_without_resolver(instance, argv, result)
+            if retry:
+                argv, result = retry, runner(retry, cwd=cwd, capture_output=True, text=True, env=build_env)
+                log.write(f"$ {' '.join(argv)}  (the image's pins as they are: pip's resolver refused them)\n"
+                          f"{result.stdout or ''}{result.stderr or ''}exit {result.returncode}\n\n")
             if result.returncode != 0:
                 why = failure_line((result.stdout or "") + "\n" + (result.stderr or ""))
                 raise RecipeError(f"{instance['instance_id']}: environment step failed: {' '.join(argv[-3:])}: "
