@@ -9,6 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from swelab.workspace.errors import WorkspaceError
+from swelab.workspace.repos import Workspace
+
 CHILD = """
 import json, sys, time
 from pathlib import Path
@@ -49,3 +54,16 @@ def test_two_processes_on_one_cold_cache_build_each_thing_once(tmp_path: Path) -
     builds = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert sum(b["mirrors"] for b in builds) == 1 and sum(b["environments"] for b in builds) == 1
     assert not list((tmp_path / "cache" / "mirrors").glob("*.tmp"))
+
+
+def test_a_commit_the_source_cannot_send_is_named_with_gits_own_reason(tmp_path: Path) -> None:
+    """A source without the commit: the error names repository, commit, source, and what git fetch said."""
+    source = tmp_path / "source"
+    source.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=source, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "one"],
+                   cwd=source, check=True)
+    workspace = Workspace(cache_dir=tmp_path / "cache", repo_sources={"o/r": str(source)})
+    absent = "0123456789abcdef0123456789abcdef01234567"
+    with pytest.raises(WorkspaceError, match=rf"o/r: commit {absent} not found in .*source \(git fetch: .+\)"):
+        workspace.ensure_commit("o/r", absent)

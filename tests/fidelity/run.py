@@ -12,12 +12,13 @@ rewrites docs/FIDELITY.md from every result so far:
     .venv/bin/python tests/fidelity/run.py --render-only      # the table from the results so far
 
 `--near-release` stands each row's repository in by the PyPI source release nearest its base commit that takes
-both patches (tests/near_base_check.py: for repositories whose history is larger than a `fetch` snapshot, Django,
-matplotlib, scikit-learn); the table says which release.
+both patches (tests/near_base_check.py: for a repository with no local history holding the commits; astropy
+5.x, whose snapshots all lack one 3.5 MB data blob); the table says which release.
 
 `--source REPO=PATH` names a local git repository holding the rows' exact base commits (a bare mirror, a
-`fetch` snapshot); rows of a repository without one are cloned from GitHub. `--why INSTANCE=TEXT` records the
-reason of a disagreement (the table shows it).
+`fetch` snapshot: the upstream repository, or SWE-bench's own mirror `swe-bench/<owner>__<name>`, which is small
+enough for Django, matplotlib and scikit-learn); rows of a repository without one are cloned from GitHub.
+`--why INSTANCE=TEXT` records the reason of a disagreement (the table shows it).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ ALL_REPOS = ("astropy/astropy", "django/django", "matplotlib/matplotlib", "mwask
 
 # Why a supported repository has no row in the table yet (the table says so rather than leaving a gap).
 NOT_TRIED = {
-    "django/django": "not tried yet (time); its history is larger than a `fetch` snapshot: `--near-release`",
+    "django/django": "not tried yet (time)",
     "scikit-learn/scikit-learn": "not tried yet (time: an environment builds in ~21 min here); `--near-release`",
     "matplotlib/matplotlib": "not tried yet (time); `--near-release`",
     "sympy/sympy": "not tried yet (time)",
@@ -201,8 +202,8 @@ def render(results: dict, rows: list[dict]) -> str:
         + f"; not graded (build or set-up error): {len(results) - len(tried)}.",
         "",
         f"- At the row's exact base commit (the real check): {_agreement(exact)}.",
-        "- On the nearest source release (Django, matplotlib, scikit-learn: histories larger than a `fetch` "
-        f"snapshot; astropy 5.x, whose snapshot lacks a blob): "
+        "- On the nearest source release (rows not yet graded at their exact commit; astropy 5.x, whose "
+        f"snapshots lack a data blob): "
         f"{_agreement(stand_in)}; the FAIL_TO_PASS tests pass with gold on {len(stand_in_f2p)} of {len(stand_in)}; "
         "each disagreement is explained below (drift between the release and the base commit, where shown).",
         "",

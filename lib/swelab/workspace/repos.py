@@ -23,6 +23,7 @@ from swelab.workspace.environments import (
     build_environment,
     environment_identity,
     environment_key,
+    one_line,
 )
 from swelab.workspace.errors import WorkspaceError
 from swelab.workspace.git import git
@@ -86,9 +87,13 @@ class Workspace:
         mirror = self.mirror(repo)
         if git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror, check=False).returncode != 0:
             with self._lock(f"mirror:{repo}"):
-                git("fetch", "--quiet", self.source_for(repo), commit, cwd=mirror, check=False)
+                fetched = git("fetch", "--quiet", self.source_for(repo), commit, cwd=mirror, check=False)
             if git("cat-file", "-e", f"{commit}^{{commit}}", cwd=mirror, check=False).returncode != 0:
-                raise WorkspaceError(f"{repo}: commit {commit} not found in {self.source_for(repo)}")
+                # git's own words say whether the commit is absent or the source could not send it (a snapshot
+                # missing blobs elsewhere in its history cannot be fetched from, though it can be cloned)
+                why = one_line(fetched.stderr or "", 300)
+                raise WorkspaceError(f"{repo}: commit {commit} not found in {self.source_for(repo)}"
+                                     + (f" (git fetch: {why})" if why else ""))
         return mirror
 
     @contextmanager
