@@ -5,6 +5,9 @@ compiler cache the environment fills and the sandbox only reads. No network."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from swebench.harness.log_parsers import PARSER_REGISTRY
 
@@ -102,3 +105,38 @@ def test_environment_steps_run_pre_install_in_the_setup_checkout_before_the_inst
     config = next(i for i, c in enumerate(commands) if "mplsetup.cfg" in c)
     install = next(i for i, c in enumerate(commands) if c.endswith("pip install -e ."))
     assert config < install and steps[config][1] == tmp_path / "src"
+
+
+def test_mpl_toolkits_binds_to_the_worktree_the_tests_import_not_the_setup_checkout(tmp_path):
+    """setuptools' *-nspkg.pth (written by the editable install) binds mpl_toolkits at interpreter start; after
+    post_install it binds to the first sys.path entry holding mpl_toolkits: the worktree's lib/ on PYTHONPATH
+    when the tests run, the setup checkout when nothing else is on the path. A real venv and a real .pth."""
+    env = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next(env.glob("lib/python*/site-packages"))
+    setup_lib, worktree_lib = env / "setup-src" / "lib", tmp_path / "worktree" / "lib"
+    for lib, origin in ((setup_lib, "setup"), (worktree_lib, "worktree")):
+        (lib / "mpl_toolkits" / "mplot3d").mkdir(parents=True)
+        (lib / "mpl_toolkits" / "__init__.py").write_text("")  # a regular package, as matplotlib's (pkg_resources)
+        (lib / "mpl_toolkits" / "mplot3d" / "__init__.py").write_text(f"ORIGIN = {origin!r}\n")
+    # the line setuptools 68 writes for namespace_packages=["mpl_toolkits"] (matplotlib 3.5-3.7's setup.py)
+    (site / "matplotlib-3.6.0.dev1-nspkg.pth").write_text(
+        f"import sys, types, os;p = os.path.join({str(setup_lib)!r}, *('mpl_toolkits',));importlib = "
+        "__import__('importlib.util');__import__('importlib.machinery');m = sys.modules.setdefault('mpl_toolkits', "
+        "importlib.util.module_from_spec(importlib.machinery.PathFinder.find_spec('mpl_toolkits', "
+        "[os.path.dirname(p)])));m = m or sys.modules.setdefault('mpl_toolkits', types.ModuleType('mpl_toolkits'))"
+        ";mp = (m or []) and m.__dict__.setdefault('__path__',[]);(p not in mp) and mp.append(p)\n")
+    (site / "__editable__.matplotlib-3.6.0.dev1.pth").write_text(f"{setup_lib}\n")
+    recipe = recipes.RECIPES[("matplotlib/matplotlib", "3.6")]
+    for command in recipe.post_install:
+        subprocess.run(["bash", "-c", command], cwd=env / "setup-src", check=True)
+
+    def origin(pythonpath: str | None) -> str:
+        environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if pythonpath:
+            environ["PYTHONPATH"] = pythonpath
+        return subprocess.run([str(env / "bin" / "python"), "-c", "import mpl_toolkits.mplot3d as m; print(m.ORIGIN)"],
+                              env=environ, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert origin(str(worktree_lib)) == "worktree"
+    assert origin(None) == "setup"

@@ -67,6 +67,7 @@ class Recipe:
     eval_commands: tuple[str, ...] = ()  # 4.x "eval_commands": run before the tests (locale exports, ...)
     locale: str | None = None  # a locale the tests need; built into the environment when the machine lacks it
     pre_install: tuple[str, ...] = ()  # 4.x "pre_install" file edits, run in the setup checkout before install
+    post_install: tuple[str, ...] = ()  # commands run in the setup checkout after the install (local target)
     # Files the install generates that the tests import (setuptools_scm's _version.py), copied from the setup
     # checkout into the worktree before the tests (the tests import the worktree, which never had them).
     generated: tuple[str, ...] = ()
@@ -505,6 +506,23 @@ _MPL_VARIABLES = (
     # every worktree compile misses
     ("LC_ALL", "C.UTF-8"),
 )
+# setup.py's namespace_packages=["mpl_toolkits"] makes the editable install write a *-nspkg.pth that binds
+# mpl_toolkits to the setup checkout when the interpreter starts, before any import looks along sys.path. In the
+# official image that checkout is the tested one (/testbed); here the tests import the worktree (PYTHONPATH), so
+# the binding goes to the first sys.path entry holding mpl_toolkits: the worktree's lib/ when the tests run, the
+# setup checkout otherwise (mplot3d of the setup commit would meet the worktree's matplotlib: ImportError).
+NSPKG_TO_FIRST_ON_PATH = (
+    "../bin/python - <<'EOF'\n"
+    "import glob, re\n"
+    "first = (\"next((os.path.join(e, 'mpl_toolkits') for e in sys.path if os.path.isdir(os.path.join(e, \"\n"
+    "         \"'mpl_toolkits'))), {default})\")\n"
+    "for pth in glob.glob('../lib/python*/site-packages/*-nspkg.pth'):\n"
+    "    text = open(pth).read()\n"
+    "    bound = re.search(r\"p = (os\\.path\\.join\\(('[^']*'), \\*\\(('mpl_toolkits',)\\)\\))\", text)\n"
+    "    if bound:\n"
+    "        open(pth, 'w').write(text.replace(bound.group(1), first.format(default=bound.group(1))))\n"
+    "EOF"
+)
 _MPL_BUILD = (
     "export CCACHE_READONLY=1 CCACHE_TEMPDIR=/tmp/ccache",  # the environment is read-only in the sandbox
     'PYTHONPATH="$VIRTUAL_ENV/build-deps${PYTHONPATH:+:$PYTHONPATH}" python setup.py build_ext --inplace -j 2',
@@ -513,7 +531,8 @@ for _v in ("3.5", "3.6", "3.7"):
     RECIPES[("matplotlib/matplotlib", _v)] = Recipe(
         python="3.11", install="python -m pip install -e .", packages=_MPL_ENV_YML, pip_packages=_MPL_SPEC_PINS,
         test_cmd=TEST_PYTEST, log_parser="parse_log_matplotlib", pythonpath="lib", sibling_pins=True,
-        pre_install=_MPL_PRE_INSTALL, build_inplace=_MPL_BUILD, variables=_MPL_VARIABLES,
+        pre_install=_MPL_PRE_INSTALL, post_install=(NSPKG_TO_FIRST_ON_PATH,), build_inplace=_MPL_BUILD,
+        variables=_MPL_VARIABLES,
         notes=("needs the Debian packages ccache, libfreetype-dev, libqhull-dev, pkg-config, libcairo2-dev (pycairo "
                "of the image pins); the official image also has imagemagick ffmpeg texlive* cm-super dvipng",))
 
@@ -808,6 +827,8 @@ def environment_steps(row: dict, python: str, env: Path, requirements_file: Path
     if install[:3] == ["python", "-m", "pip"]:
         install = [str(env / "bin" / "python"), *install[1:]]
     steps.append((install, source))
+    for command in recipe.post_install:
+        steps.append((["bash", "-c", command], source))
     if recipe.locale and not locale_installed(recipe.locale):
         # built from the machine's locale sources into the environment, used through LOCPATH (no root needed)
         language, charmap = recipe.locale.split(".")
