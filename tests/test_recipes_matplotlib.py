@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from swebench.harness.log_parsers import PARSER_REGISTRY
 
 from swelab.workspace import recipes
@@ -107,36 +108,52 @@ def test_environment_steps_run_pre_install_in_the_setup_checkout_before_the_inst
     assert config < install and steps[config][1] == tmp_path / "src"
 
 
-def test_mpl_toolkits_binds_to_the_worktree_the_tests_import_not_the_setup_checkout(tmp_path):
-    """setuptools' *-nspkg.pth (written by the editable install) binds mpl_toolkits at interpreter start; after
-    post_install it binds to the first sys.path entry holding mpl_toolkits: the worktree's lib/ on PYTHONPATH
-    when the tests run, the setup checkout when nothing else is on the path. A real venv and a real .pth."""
+def _venv_with_setup_checkout(tmp_path, setup_init: bool, setuptools_nspkg: bool):
     env = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     site = next(env.glob("lib/python*/site-packages"))
-    setup_lib, worktree_lib = env / "setup-src" / "lib", tmp_path / "worktree" / "lib"
-    for lib, origin in ((setup_lib, "setup"), (worktree_lib, "worktree")):
-        (lib / "mpl_toolkits" / "mplot3d").mkdir(parents=True)
-        (lib / "mpl_toolkits" / "__init__.py").write_text("")  # a regular package, as matplotlib's (pkg_resources)
-        (lib / "mpl_toolkits" / "mplot3d" / "__init__.py").write_text(f"ORIGIN = {origin!r}\n")
-    # the line setuptools 68 writes for namespace_packages=["mpl_toolkits"] (matplotlib 3.5-3.7's setup.py)
-    (site / "matplotlib-3.6.0.dev1-nspkg.pth").write_text(
-        f"import sys, types, os;p = os.path.join({str(setup_lib)!r}, *('mpl_toolkits',));importlib = "
-        "__import__('importlib.util');__import__('importlib.machinery');m = sys.modules.setdefault('mpl_toolkits', "
-        "importlib.util.module_from_spec(importlib.machinery.PathFinder.find_spec('mpl_toolkits', "
-        "[os.path.dirname(p)])));m = m or sys.modules.setdefault('mpl_toolkits', types.ModuleType('mpl_toolkits'))"
-        ";mp = (m or []) and m.__dict__.setdefault('__path__',[]);(p not in mp) and mp.append(p)\n")
+    setup_lib = env / "setup-src" / "lib"
+    _toolkits(setup_lib, "setup", setup_init)
+    if setuptools_nspkg:  # the line setuptools 68 writes for namespace_packages=["mpl_toolkits"] (3.5 to early 3.7)
+        (site / "matplotlib-3.6.0.dev1-nspkg.pth").write_text(
+            f"import sys, types, os;p = os.path.join({str(setup_lib)!r}, *('mpl_toolkits',));importlib = "
+            "__import__('importlib.util');__import__('importlib.machinery');m = sys.modules.setdefault("
+            "'mpl_toolkits', importlib.util.module_from_spec(importlib.machinery.PathFinder.find_spec("
+            "'mpl_toolkits', [os.path.dirname(p)])));m = m or sys.modules.setdefault('mpl_toolkits', types."
+            "ModuleType('mpl_toolkits'));mp = (m or []) and m.__dict__.setdefault('__path__',[]);(p not in mp) "
+            "and mp.append(p)\n")
     (site / "__editable__.matplotlib-3.6.0.dev1.pth").write_text(f"{setup_lib}\n")
-    recipe = recipes.RECIPES[("matplotlib/matplotlib", "3.6")]
-    for command in recipe.post_install:
+    for command in recipes.RECIPES[("matplotlib/matplotlib", "3.6")].post_install:
         subprocess.run(["bash", "-c", command], cwd=env / "setup-src", check=True)
+    assert not list(site.glob("*3.6.0.dev1-nspkg.pth"))
+    return env
 
-    def origin(pythonpath: str | None) -> str:
-        environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        if pythonpath:
-            environ["PYTHONPATH"] = pythonpath
-        return subprocess.run([str(env / "bin" / "python"), "-c", "import mpl_toolkits.mplot3d as m; print(m.ORIGIN)"],
-                              env=environ, capture_output=True, text=True, check=True).stdout.strip()
 
-    assert origin(str(worktree_lib)) == "worktree"
-    assert origin(None) == "setup"
+def _toolkits(lib, origin: str, with_init: bool) -> None:
+    (lib / "mpl_toolkits" / "mplot3d").mkdir(parents=True)
+    (lib / "mpl_toolkits" / "mplot3d" / "__init__.py").write_text(f"ORIGIN = {origin!r}\n")
+    if with_init:  # pkg_resources' declare_namespace warns: under matplotlib's pytest.ini that fails collection
+        (lib / "mpl_toolkits" / "__init__.py").write_text("raise ImportError('a bound namespace never runs this')\n")
+
+
+def _origin(env, pythonpath=None) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath:
+        environ["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([str(env / "bin" / "python"), "-c", "import mpl_toolkits.mplot3d as m; print(m.ORIGIN)"],
+                          env=environ, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("setup_is_old_style", [True, False])
+def test_mpl_toolkits_binds_to_the_worktree_the_tests_import_not_the_setup_checkout(tmp_path, setup_is_old_style):
+    """The official eval reinstalls at the base commit, so setuptools' namespace .pth binds mpl_toolkits to the
+    tested checkout without running its __init__.py. After post_install the binding goes to the first sys.path
+    entry whose mpl_toolkits has an __init__.py: the worktree's lib/ when the tests run, whether the setup commit
+    was old-style (3.5/3.6: its own .pth, replaced) or an implicit namespace (a 3.7 setup commit: none)."""
+    env = _venv_with_setup_checkout(tmp_path, setup_init=setup_is_old_style, setuptools_nspkg=setup_is_old_style)
+    old_style, implicit = tmp_path / "old" / "lib", tmp_path / "implicit" / "lib"
+    _toolkits(old_style, "worktree", with_init=True)
+    _toolkits(implicit, "implicit worktree", with_init=False)
+    assert _origin(env, old_style) == "worktree"  # bound, its __init__.py not run (it raises)
+    if not setup_is_old_style:  # (a base commit is never newer than its version's setup commit)
+        assert _origin(env, implicit) == "implicit worktree"  # nothing bound there: the path decides

@@ -506,21 +506,31 @@ _MPL_VARIABLES = (
     # every worktree compile misses
     ("LC_ALL", "C.UTF-8"),
 )
-# setup.py's namespace_packages=["mpl_toolkits"] makes the editable install write a *-nspkg.pth that binds
-# mpl_toolkits to the setup checkout when the interpreter starts, before any import looks along sys.path. In the
-# official image that checkout is the tested one (/testbed); here the tests import the worktree (PYTHONPATH), so
-# the binding goes to the first sys.path entry holding mpl_toolkits: the worktree's lib/ when the tests run, the
-# setup checkout otherwise (mplot3d of the setup commit would meet the worktree's matplotlib: ImportError).
+# Up to early 3.7, matplotlib's setup.py declares namespace_packages=["mpl_toolkits"] (with a pkg_resources
+# lib/mpl_toolkits/__init__.py), and its editable install writes a *-nspkg.pth that binds mpl_toolkits to the
+# installed checkout when the interpreter starts, so that __init__.py never runs. The official eval script reruns
+# the install at the base commit, so the binding goes to the tested checkout; here the environment is installed
+# once, at the setup commit, and the tests import the worktree (PYTHONPATH). So the environment gets one .pth of
+# its own instead: it finds the first mpl_toolkits on sys.path (the worktree's lib/ when the tests run) and binds
+# it, as setuptools' does, where it has that __init__.py; an implicit namespace package (the later setup.py
+# declares none) is left to the path. Without it, mplot3d of the setup commit meets the worktree's
+# matplotlib (ImportError), or pkg_resources' DeprecationWarning fails collection (pytest.ini: warnings are errors).
+NSPKG_PTH = (
+    "import sys, types, os; p = next((os.path.join(e, 'mpl_toolkits') for e in sys.path if os.path.isdir("
+    "os.path.join(e, 'mpl_toolkits'))), ''); p = os.path.isfile(os.path.join(p, '__init__.py')) and p; "
+    "importlib = __import__('importlib.util'); "
+    "__import__('importlib.machinery'); m = p and sys.modules.setdefault('mpl_toolkits', importlib.util."
+    "module_from_spec(importlib.machinery.PathFinder.find_spec('mpl_toolkits', [os.path.dirname(p)]))); "
+    "mp = (m or []) and m.__dict__.setdefault('__path__', []); (m and p not in mp) and mp.append(p)\n"
+)
 NSPKG_TO_FIRST_ON_PATH = (
     "../bin/python - <<'EOF'\n"
-    "import glob, re\n"
-    "first = (\"next((os.path.join(e, 'mpl_toolkits') for e in sys.path if os.path.isdir(os.path.join(e, \"\n"
-    "         \"'mpl_toolkits'))), {default})\")\n"
+    "import glob, os\n"
     "for pth in glob.glob('../lib/python*/site-packages/*-nspkg.pth'):\n"
-    "    text = open(pth).read()\n"
-    "    bound = re.search(r\"p = (os\\.path\\.join\\(('[^']*'), \\*\\(('mpl_toolkits',)\\)\\))\", text)\n"
-    "    if bound:\n"
-    "        open(pth, 'w').write(text.replace(bound.group(1), first.format(default=bound.group(1))))\n"
+    "    if 'mpl_toolkits' in open(pth).read():\n"
+    "        os.remove(pth)\n"
+    "site = glob.glob('../lib/python*/site-packages')[0]\n"
+    f"open(os.path.join(site, 'matplotlib-swelab-nspkg.pth'), 'w').write({NSPKG_PTH!r})\n"
     "EOF"
 )
 _MPL_BUILD = (
