@@ -57,8 +57,8 @@ ALL_REPOS = ("astropy/astropy", "django/django", "matplotlib/matplotlib", "mwask
 # Why a supported repository has no row in the table yet (the table says so rather than leaving a gap).
 NOT_TRIED = {
     "django/django": "not tried yet (time)",
-    "scikit-learn/scikit-learn": "not tried yet (time: an environment builds in ~21 min here); `--near-release`",
-    "matplotlib/matplotlib": "not tried yet (time); `--near-release`",
+    "scikit-learn/scikit-learn": "not tried yet (time: an environment builds in 5-25 min here)",
+    "matplotlib/matplotlib": "not tried yet (time)",
     "sympy/sympy": "not tried yet (time)",
 }
 
@@ -198,7 +198,7 @@ def render(results: dict, rows: list[dict]) -> str:
         "and flask rows on every `make test`.",
         "",
         f"Graded: {len(tried)} rows of {len(repos_covered)} repositories; gold resolved {len(agree)} of {len(tried)}"
-        + (f" ({100 * len(agree) / len(tried):.0f} %)" if tried else "")
+        + (f" ({100 * len(agree) / len(tried):.1f} %)" if tried else "")
         + f"; not graded (build or set-up error): {len(results) - len(tried)}.",
         "",
         f"- At the row's exact base commit (the real check): {_agreement(exact)}.",
