@@ -106,6 +106,8 @@ def test_environment_steps_run_pre_install_in_the_setup_checkout_before_the_inst
     config = next(i for i, c in enumerate(commands) if "mplsetup.cfg" in c)
     install = next(i for i, c in enumerate(commands) if c.endswith("pip install -e ."))
     assert config < install and steps[config][1] == tmp_path / "src"
+    rebind = next(i for i, c in enumerate(commands) if "matplotlib-swelab-nspkg.pth" in c)
+    assert rebind > install and steps[rebind][1] == tmp_path / "src"  # post_install: after the install wrote its .pth
 
 
 def _venv_with_setup_checkout(tmp_path, setup_init: bool, setuptools_nspkg: bool):
