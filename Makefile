@@ -6,7 +6,7 @@ PYTHON ?= python3
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: install demo test lint system-deps clean-outputs
+.PHONY: install demo test lint system-deps system-deps-tex clean-outputs
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ system-deps:
 		|| bash tests/apt_install.sh ccache ghostscript libfreetype-dev libqhull-dev libcairo2-dev  # compiled repos
 	@bash tests/ensure_chromium.sh
 	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || bash tests/apt_install.sh postgresql  # store tests
+
+# Opt-in (about 170 MB): Debian's TeX, as the official matplotlib image apt-installs it, for the matplotlib rows
+# whose tests run TeX (usetex, pgf); without it those tests fail and so does the row's gold (docs/FIDELITY.md).
+system-deps-tex:
+	@{ command -v xelatex && command -v lualatex && command -v dvipng; } >/dev/null \
+		|| bash tests/apt_install.sh texlive texlive-latex-extra texlive-fonts-recommended texlive-xetex \
+		texlive-luatex cm-super dvipng
 
 demo: install
 	$(VENV)/bin/swelab run params/demo.yaml

@@ -86,7 +86,8 @@ def test_the_eval_script_compiles_in_the_worktree_after_the_patch_and_before_the
 
 
 def test_the_build_needs_no_network(tmp_path):
-    """FreeType and qhull come from the machine (setupext would download them: not reachable), the compiler cache
+    """FreeType's source is put under build/ before the install (swelab.workspace.mpl_freetype, tested in
+    test_mpl_freetype.py) and qhull comes from the machine (setupext would download them), the compiler cache
     and setup.py's setup_requires from the environment folder."""
     recipe = recipes.RECIPES[(REPO, "3.7")]
     recipes.write_variables(recipe, tmp_path)
@@ -95,9 +96,43 @@ def test_the_build_needs_no_network(tmp_path):
     assert variables["CCACHE_DIR"] == f"{tmp_path}/ccache"
     assert variables["CC"].split() == ["/usr/lib/ccache/gcc"]
     written = next(command for command in recipe.pre_install if "mplsetup.cfg" in command)
-    assert "system_freetype = True" in written and "system_qhull = True" in written
+    assert "-m swelab.workspace.mpl_freetype ../mplsetup.cfg" in written
     assert any("--target ../build-deps" in command for command in recipe.pre_install)
     assert any("$VIRTUAL_ENV/build-deps" in command for command in recipe.build_inplace)
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_the_in_place_build_links_the_environments_freetype_tree(tmp_path, built):
+    """setupext skips its download and its FreeType build when build/freetype-<v>/ holds the built library: the
+    worktree links the environment's (read-only in the sandbox); without one (system FreeType) nothing is made."""
+    env = tmp_path / "env"
+    tree = env / "setup-src" / "build" / "freetype-2.6.1"
+    if built:
+        (tree / "objs" / ".libs").mkdir(parents=True)
+        (tree / "objs" / ".libs" / "libfreetype.a").write_bytes(b"!<arch>\n")
+    worktree = tmp_path / "worktree"
+    worktree.mkdir()
+    link = next(command for command in recipes.RECIPES[(REPO, "3.6")].build_inplace if "freetype-*" in command)
+    done = subprocess.run(["bash", "-ec", link], cwd=worktree, env={**os.environ, "VIRTUAL_ENV": str(env)})
+    assert done.returncode == 0
+    if built:
+        assert (worktree / "build" / "freetype-2.6.1").resolve() == tree.resolve()
+        assert (worktree / "build" / "freetype-2.6.1" / "objs" / ".libs" / "libfreetype.a").is_file()
+    else:
+        assert not (worktree / "build").exists()
+
+
+def test_a_freetype_source_is_part_of_the_environment_identity(monkeypatch):
+    """Setting SWELAB_FREETYPE_SOURCE changes what a matplotlib environment holds, so it rebuilds; a recipe that
+    takes no such source keeps its environment."""
+    from swelab.workspace.environments import environment_identity
+    monkeypatch.delenv("SWELAB_FREETYPE_SOURCE", raising=False)
+    django = {"instance_id": "django__django-11099", "repo": "django/django", "version": "3.0",
+              "environment_setup_commit": "419a78300f7cd27611196e1e464d50fd0385ff27", "base_commit": "x"}
+    before, django_before = environment_identity(ROW), environment_identity(django)
+    monkeypatch.setenv("SWELAB_FREETYPE_SOURCE", "/srv/freetype-2.6.1.tar.gz")
+    assert environment_identity(ROW) != before
+    assert environment_identity(django) == django_before
 
 
 def test_environment_steps_run_pre_install_in_the_setup_checkout_before_the_install(tmp_path):

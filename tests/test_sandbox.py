@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -208,16 +209,32 @@ def test_capped_buffer_keeps_head_and_tail():
 
 
 def test_only_the_allow_list_is_visible(worktree):
-    """No home, no /var, /run, /sys, /srv or /mnt; the root itself read-only; /etc without what is not
-    world-readable (the sandbox's uid maps to the owner of /etc/shadow, so permissions alone would not do)."""
-    result = run_sandboxed("ls -A / | sort | tr '\\n' ' '; echo; touch /newfile 2>&1; cat /etc/shadow 2>&1 | head -2",
-                           worktree, 20, 10000)
-    top = set(result.output.splitlines()[0].split())
-    assert top <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr",
+    """No home, no /var but TeX's /var/lib/texmf, no /run, /sys, /srv or /mnt; the root itself read-only; /etc
+    without what is not world-readable (the sandbox's uid maps to the owner of /etc/shadow, so permissions alone
+    would not do)."""
+    result = run_sandboxed("ls -A / | sort | tr '\\n' ' '; echo; ls -A /var /var/lib 2>&1 | tr '\\n' ' '; echo; "
+                           "touch /newfile 2>&1; cat /etc/shadow 2>&1 | head -2", worktree, 20, 10000)
+    lines = result.output.splitlines()
+    top = set(lines[0].split())
+    assert top <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr", "var",
                    *{Path(p).parts[1] for p in [sys.prefix, sys.base_prefix, str(worktree)]}}, top
-    assert not {"home", "var", "run", "sys", "srv", "mnt", "media"} & top
+    assert not {"home", "run", "sys", "srv", "mnt", "media"} & top
+    if Path("/var/lib/texmf").is_dir():
+        assert lines[1].split() == ["/var:", "lib", "/var/lib:", "texmf"]
+    else:
+        assert "var" not in top
     assert "Read-only file system" in result.output
     assert "root:" not in result.output  # /etc/shadow is an empty file inside
+
+
+@pytest.mark.skipif(not Path("/var/lib/texmf").is_dir() or not shutil.which("latex"),
+                    reason="no TeX here (Debian texlive: make system-deps-tex)")
+def test_tex_runs_inside(worktree):
+    """matplotlib's usetex and pgf tests run TeX, whose formats Debian keeps in /var/lib/texmf."""
+    (worktree / "hello.tex").write_text("\\documentclass{article}\\begin{document}hello\\end{document}\n")
+    result = run_sandboxed("latex -interaction=nonstopmode hello.tex >/dev/null 2>&1; echo rc=$?; ls hello.dvi",
+                           worktree, 120, 10000)
+    assert "rc=0" in result.output and "hello.dvi" in result.output.splitlines()[-1], result.output
 
 
 def test_eval_limits_are_validated_and_rendered():

@@ -2,7 +2,8 @@
 
 Both uses share one argv builder (`build_bwrap_argv`) and one visibility rule, an allow-list:
 - the system's read-only folders (/usr and its /bin, /lib, /sbin links; /etc minus every entry that is not
-  world-readable: shadow files, private keys), a private /dev and a /proc of the sandbox's own pid namespace;
+  world-readable: shadow files, private keys; TeX's /var/lib/texmf), a private /dev and a /proc of the
+  sandbox's own pid namespace;
 - the interpreter(s) and environment the command needs, read-only (`python_paths`, `ro_paths`);
 - the worktree, writable; a private /tmp (a fresh folder on disk, removed afterwards) holding HOME and TMPDIR;
 - nothing else of the host: no home folders, no $SWELAB_CACHE beyond the worktree, no /run or host sockets,
@@ -52,7 +53,8 @@ TRUNCATION_MARKER = "[... output truncated by the sandbox: {omitted} of {total} 
 LIMIT_MARKER = "swelab-sandbox: limit reached:"
 INSTALL_HINT = "make system-deps (README: the sandbox) installs what is missing"
 # The system's folders: bound read-only when they are folders, recreated as links when they are links.
-SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+                "/var/lib/texmf")  # Debian's TeX keeps its formats and file database there (matplotlib's TeX tests)
 # Inside the evaluation sandbox: the private git dir, the mirror's objects, the script.
 EVAL_ROOT = "/swelab"
 # Made in the evaluation's own network namespace before bwrap starts; any failure stops the run (exit 125).

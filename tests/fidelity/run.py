@@ -19,6 +19,10 @@ both patches (tests/near_base_check.py: for a repository with no local history h
 `fetch` snapshot: the upstream repository, or SWE-bench's own mirror `swe-bench/<owner>__<name>`, which is small
 enough for Django, matplotlib and scikit-learn); rows of a repository without one are cloned from GitHub.
 `--why INSTANCE=TEXT` records the reason of a disagreement (the table shows it).
+
+matplotlib rows want FreeType 2.6.1 (`SWELAB_FREETYPE_SOURCE`: its download hosts are out of reach here; the
+tarball used was `git archive --prefix=freetype-2.6.1/ VER-2-6-1` of a `fetch` of freetype/freetype, configured
+by its `autogen.sh`) and Debian's TeX (`make system-deps-tex`); the environment column says what a row had.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import argparse
 import fcntl
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -158,13 +163,22 @@ def grade_near_release(rows: list[dict], folder: Path, cache: Path, timeout_s: f
 
 
 def _pins_label(row: dict) -> str:
-    """Where the row's environment pins come from (the table's "environment" column)."""
+    """Where the row's environment pins come from (the table's "environment" column), and the host sources and
+    system packages its build took (matplotlib: FreeType 2.6.1, TeX)."""
     official = recipes.official_environment(row)
     if not official:
-        return "(repo, version) spec"
-    if official.get("sibling"):
-        return f"Verified sibling pins ({official['sibling']})"
-    return "Verified image pins"
+        label = "(repo, version) spec"
+    elif official.get("sibling"):
+        label = f"Verified sibling pins ({official['sibling']})"
+    else:
+        label = "Verified image pins"
+    recipe = recipes.RECIPES.get((row["repo"], str(row["version"])))
+    for name in recipe.identity_variables if recipe else ():
+        if os.environ.get(name):
+            label += f", {name}"
+    if row["repo"] == "matplotlib/matplotlib" and shutil.which("xelatex"):
+        label += ", TeX (make system-deps-tex)"
+    return label
 
 
 def _failures(report: dict) -> list[str]:

@@ -92,6 +92,8 @@ def environment_identity(instance: dict) -> str:
     recipe = recipes.RECIPES.get((instance["repo"], str(instance["version"])))
     content = [repr(recipe), recipes.instance_pins(instance), instance.get("environment_setup_commit"),
                recipes.install_commit(instance)]
+    if recipe is not None and recipe.identity_variables:
+        content.append([os.environ.get(name, "") for name in recipe.identity_variables])
     fingerprint = hashlib.sha256(repr(content).encode()).hexdigest()[:12]
     return f"recipe {instance['repo']} {instance['version']} {fingerprint}\n"
 

@@ -20,8 +20,10 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from typing import Any
 
 from unidiff import PatchSet
 
-from swelab.workspace import standins
+from swelab.workspace import mpl_freetype, standins
 
 START_TEST_OUTPUT = ">>>>> Start Test Output"  # swebench.harness.constants
 END_TEST_OUTPUT = ">>>>> End Test Output"
@@ -89,6 +91,9 @@ class Recipe:
     # recorded image is the best record of that environment (sibling_environment). For projects whose
     # unpinned dependencies moved on since the images were built (2024).
     sibling_pins: bool = False
+    # host variables whose values change what the environment holds (a source the build takes): part of its
+    # identity, so setting one rebuilds
+    identity_variables: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -441,6 +446,9 @@ for folder, files in walk(SETUP) if same else ():
 SKLEARN_CYTHON"""
 _SKLEARN_BUILD = (
     "export CCACHE_READONLY=1 CCACHE_TEMPDIR=/tmp/ccache",  # the environment is read-only in the sandbox
+    # the FreeType the environment's install built (mpl_freetype), linked where setupext looks: it is built already
+    'for tree in "$VIRTUAL_ENV"/setup-src/build/freetype-*/; do [ -d "$tree" ] && mkdir -p build '
+    '&& ln -sfn "${tree%/}" build/; done; true',
     _SKLEARN_REUSE_CYTHON,
     "python setup.py build_ext --inplace -j 2",
 )
@@ -468,11 +476,13 @@ RECIPES[("scikit-learn/scikit-learn", "1.3")] = Recipe(
 # conda packages come from PyPI here: a Verified row gets its image's pins; another row would take a Verified
 # sibling's (sibling_pins; verified_pins.json records no "version" for matplotlib yet, so today it gets) the test
 # part of environment.yml at the versions those images had. Tests also need Debian's ghostscript (pdf comparisons).
-# Its pre_install apt-installs imagemagick ffmpeg texlive... (Debian packages: the Makefile's system-deps) and
-# wgets qhull's source into build/, and setupext downloads FreeType 2.6.1 at build time: neither host is
-# reachable from here (PyPI and Debian only), so the build links Debian's qhull 2020.2 (libqhull-dev: the same
-# qhull release) and FreeType (libfreetype-dev 2.12.1, not 2.6.1: text in image comparisons may differ), chosen
-# through an mplsetup.cfg in the environment (MPLSETUPCFG). The tests import the worktree's lib/, so its
+# Its pre_install apt-installs imagemagick ffmpeg texlive... (Debian packages: the Makefile's system-deps and
+# system-deps-tex) and wgets qhull's source into build/; the build links Debian's qhull 2020.2 instead
+# (libqhull-dev: the same release). setupext downloads FreeType 2.6.1 at build time and links it statically: the
+# text in image comparisons is drawn with it. mpl_freetype puts that release under build/ (from
+# $SWELAB_FREETYPE_SOURCE where the download hosts are out of reach, as here), else falls back to Debian's
+# FreeType 2.12.1 (text image comparisons may then fail), and writes the mplsetup.cfg that says which
+# (MPLSETUPCFG); the in-place build links the same tree. The tests import the worktree's lib/, so its
 # extensions are built there after the patch (the official eval script reruns the install): build_ext --inplace,
 # with ccache filled by the environment's install and only read in the read-only sandbox (see scikit-learn).
 # setup.py's setup_requires (3.5: setuptools_scm_git_archive, which pip's build isolation fetched for the image)
@@ -490,8 +500,9 @@ _MPL_ENV_YML = (
     "cairocffi==1.7.1", "colorspacious==1.1.2", "coverage==7.6.9",
 )
 _MPL_PRE_INSTALL = (
-    # run in {env}/setup-src: ../ is the environment
-    "printf '[libs]\\nsystem_freetype = True\\nsystem_qhull = True\\n' > ../mplsetup.cfg",
+    # run in {env}/setup-src: ../ is the environment. FreeType 2.6.1 under build/ (or the system's), and the
+    # mplsetup.cfg that says which (swelab.workspace.mpl_freetype)
+    f"{shlex.quote(sys.executable)} -m swelab.workspace.mpl_freetype ../mplsetup.cfg",
     "../bin/python -m pip install -q --no-deps --target ../build-deps setuptools_scm_git_archive==1.4.1",
     # the setup checkout is a `git archive` (no .git): its export-substituted .git_archival.txt names no tag
     # where none is reachable, and setuptools_scm then fails instead of taking SETUPTOOLS_SCM_PRETEND_VERSION
@@ -535,6 +546,9 @@ NSPKG_TO_FIRST_ON_PATH = (
 )
 _MPL_BUILD = (
     "export CCACHE_READONLY=1 CCACHE_TEMPDIR=/tmp/ccache",  # the environment is read-only in the sandbox
+    # the FreeType the environment's install built (mpl_freetype), linked where setupext looks: it is built already
+    'for tree in "$VIRTUAL_ENV"/setup-src/build/freetype-*/; do [ -d "$tree" ] && mkdir -p build '
+    '&& ln -sfn "${tree%/}" build/; done; true',
     'PYTHONPATH="$VIRTUAL_ENV/build-deps${PYTHONPATH:+:$PYTHONPATH}" python setup.py build_ext --inplace -j 2',
 )
 for _v in ("3.5", "3.6", "3.7"):
@@ -542,7 +556,7 @@ for _v in ("3.5", "3.6", "3.7"):
         python="3.11", install="python -m pip install -e .", packages=_MPL_ENV_YML, pip_packages=_MPL_SPEC_PINS,
         test_cmd=TEST_PYTEST, log_parser="parse_log_matplotlib", pythonpath="lib", sibling_pins=True,
         pre_install=_MPL_PRE_INSTALL, post_install=(NSPKG_TO_FIRST_ON_PATH,), build_inplace=_MPL_BUILD,
-        variables=_MPL_VARIABLES,
+        variables=_MPL_VARIABLES, identity_variables=(mpl_freetype.SOURCE_VARIABLE,),
         notes=("needs the Debian packages ccache, libfreetype-dev, libqhull-dev, pkg-config, libcairo2-dev (pycairo "
                "of the image pins); the official image also has imagemagick ffmpeg texlive* cm-super dvipng",))
 
