@@ -175,9 +175,9 @@ def _pins_label(row: dict) -> str:
     recipe = recipes.RECIPES.get((row["repo"], str(row["version"])))
     for name in recipe.identity_variables if recipe else ():
         if os.environ.get(name):
-            label += f", {name}"
+            label += f" + {name}"
     if row["repo"] == "matplotlib/matplotlib" and shutil.which("xelatex"):
-        label += ", TeX (make system-deps-tex)"
+        label += " + TeX (make system-deps-tex)"
     return label
 
 
@@ -251,7 +251,7 @@ def render(results: dict, rows: list[dict]) -> str:
             checked = sorted({r["checked_at"] for _, r in entries})
             pins = sorted({r["pins"] for _, r in entries})
             lines.append(f"| {repo} | {version} | {lite[(repo, version)]} | {len(entries)} | {gold}/{len(graded)} | "
-                         f"{failed}/{len(graded)} | {nd} | {flaky} | {', '.join(checked)} | {', '.join(pins)} | "
+                         f"{failed}/{len(graded)} | {nd} | {flaky} | {', '.join(checked)} | {'; '.join(pins)} | "
                          f"{'; '.join(notes) or 'none'} |")
     return "\n".join(lines) + "\n"
 
