@@ -226,6 +226,12 @@ def render(results: dict, rows: list[dict]) -> str:
         "`eval_repeats`) takes the verdict most of its runs give and is counted flaky when its runs differ; the "
         "official harness meets the same per-run randomness (sympy's `bin/test` draws a new hash seed each run).",
         "",
+        "matplotlib rows were graded as the official image builds them: FreeType 2.6.1 linked statically "
+        "(`SWELAB_FREETYPE_SOURCE`: a tarball of FreeType's `VER-2-6-1` tag configured by its autogen.sh, since "
+        "its release hosts are out of reach here) and Debian's TeX (`make system-deps-tex`). With Debian's "
+        "FreeType 2.12.1 and no TeX instead, 7 of the 11 matplotlib rows then graded disagreed (text image "
+        "comparisons; usetex and pgf tests); with both, all 7 agree.",
+        "",
         "| repository | version | Lite rows | tried | gold resolved | no-patch failed | non-discriminating | "
         "flaky | checked at | environment | disagreements |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
