@@ -113,6 +113,7 @@ def test_the_in_place_build_links_the_environments_freetype_tree(tmp_path, built
     worktree = tmp_path / "worktree"
     worktree.mkdir()
     link = next(command for command in recipes.RECIPES[(REPO, "3.6")].build_inplace if "freetype-*" in command)
+    assert not any("freetype" in c for c in recipes.RECIPES[("scikit-learn/scikit-learn", "0.22")].build_inplace)
     done = subprocess.run(["bash", "-ec", link], cwd=worktree, env={**os.environ, "VIRTUAL_ENV": str(env)})
     assert done.returncode == 0
     if built:
@@ -141,6 +142,10 @@ def test_environment_steps_run_pre_install_in_the_setup_checkout_before_the_inst
     config = next(i for i, c in enumerate(commands) if "mplsetup.cfg" in c)
     install = next(i for i, c in enumerate(commands) if c.endswith("pip install -e ."))
     assert config < install and steps[config][1] == tmp_path / "src"
+    # the FreeType step runs swelab's own code: the workbench's interpreter is put in when the steps are made,
+    # and the recipe (so its environments' identity) names none, wherever the workbench is installed
+    assert steps[config][0][2].startswith(f"{sys.executable} -m swelab.workspace.mpl_freetype ")
+    assert sys.executable not in repr(recipes.RECIPES[(REPO, "3.5")])
     rebind = next(i for i, c in enumerate(commands) if "matplotlib-swelab-nspkg.pth" in c)
     assert rebind > install and steps[rebind][1] == tmp_path / "src"  # post_install: after the install wrote its .pth
 

@@ -54,6 +54,11 @@ PIP_DEFAULT = "pip<25.3"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
+# In a pre_install/post_install command: the workbench's own interpreter (a step that runs swelab code), put in
+# when the steps are made, so a recipe (and the identity of its environments) does not depend on where it runs.
+WORKBENCH_PYTHON = "{workbench_python}"
+
+
 @dataclass(frozen=True)
 class Recipe:
     python: str
@@ -446,9 +451,6 @@ for folder, files in walk(SETUP) if same else ():
 SKLEARN_CYTHON"""
 _SKLEARN_BUILD = (
     "export CCACHE_READONLY=1 CCACHE_TEMPDIR=/tmp/ccache",  # the environment is read-only in the sandbox
-    # the FreeType the environment's install built (mpl_freetype), linked where setupext looks: it is built already
-    'for tree in "$VIRTUAL_ENV"/setup-src/build/freetype-*/; do [ -d "$tree" ] && mkdir -p build '
-    '&& ln -sfn "${tree%/}" build/; done; true',
     _SKLEARN_REUSE_CYTHON,
     "python setup.py build_ext --inplace -j 2",
 )
@@ -502,7 +504,7 @@ _MPL_ENV_YML = (
 _MPL_PRE_INSTALL = (
     # run in {env}/setup-src: ../ is the environment. FreeType 2.6.1 under build/ (or the system's), and the
     # mplsetup.cfg that says which (swelab.workspace.mpl_freetype)
-    f"{shlex.quote(sys.executable)} -m swelab.workspace.mpl_freetype ../mplsetup.cfg",
+    f"{WORKBENCH_PYTHON} -m swelab.workspace.mpl_freetype ../mplsetup.cfg",
     "../bin/python -m pip install -q --no-deps --target ../build-deps setuptools_scm_git_archive==1.4.1",
     # the setup checkout is a `git archive` (no .git): its export-substituted .git_archival.txt names no tag
     # where none is reachable, and setuptools_scm then fails instead of taking SETUPTOOLS_SCM_PRETEND_VERSION
@@ -845,14 +847,15 @@ def environment_steps(row: dict, python: str, env: Path, requirements_file: Path
             steps.append(([*pip, *recipe.pip_packages], None))
         if recipe.requirements and requirements_file is not None:
             steps.append(([*pip, "-r", str(requirements_file)], None))
+    workbench = shlex.quote(sys.executable)
     for command in recipe.pre_install:
-        steps.append((["bash", "-c", command], source))
+        steps.append((["bash", "-c", command.replace(WORKBENCH_PYTHON, workbench)], source))
     install = recipe.install.split()
     if install[:3] == ["python", "-m", "pip"]:
         install = [str(env / "bin" / "python"), *install[1:]]
     steps.append((install, source))
     for command in recipe.post_install:
-        steps.append((["bash", "-c", command], source))
+        steps.append((["bash", "-c", command.replace(WORKBENCH_PYTHON, workbench)], source))
     if recipe.locale and not locale_installed(recipe.locale):
         # built from the machine's locale sources into the environment, used through LOCPATH (no root needed)
         language, charmap = recipe.locale.split(".")
